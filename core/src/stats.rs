@@ -1,0 +1,1 @@
+//! Plain counters the shell renders on /metrics under vminsert's names.

@@ -1,0 +1,1 @@
+//! The shardgate runtime: listeners, storage-node connections, flags and /metrics on smol.

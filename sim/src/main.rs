@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("shardgate-sim: not built yet");
+    std::process::exit(2);
+}
