@@ -1,1 +1,7 @@
 //! Where a row goes: series hashing, placement, per-node buffers, replication and rerouting.
+
+pub mod batch;
+pub mod placement;
+
+pub use batch::{Batch, NodeRows, ShardKey};
+pub use placement::{series_hash, NodeSet, Placement, PlacementKind, LOWER_LEVEL_SEED};
