@@ -9,7 +9,10 @@ pub struct Tenant {
 
 impl Tenant {
     pub const fn new(account_id: u32, project_id: u32) -> Tenant {
-        Tenant { account_id, project_id }
+        Tenant {
+            account_id,
+            project_id,
+        }
     }
 }
 
@@ -52,11 +55,17 @@ pub struct OwnedLabel {
 
 impl OwnedLabel {
     pub fn new(name: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> OwnedLabel {
-        OwnedLabel { name: name.into(), value: value.into() }
+        OwnedLabel {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 
     pub fn as_label(&self) -> Label<'_> {
-        Label { name: &self.name, value: &self.value }
+        Label {
+            name: &self.name,
+            value: &self.value,
+        }
     }
 }
 
@@ -70,11 +79,17 @@ pub struct Sample {
 
 impl Sample {
     pub const fn new(timestamp_ms: i64, value: f64) -> Sample {
-        Sample { timestamp_ms, value_bits: value.to_bits() }
+        Sample {
+            timestamp_ms,
+            value_bits: value.to_bits(),
+        }
     }
 
     pub const fn from_bits(timestamp_ms: i64, value_bits: u64) -> Sample {
-        Sample { timestamp_ms, value_bits }
+        Sample {
+            timestamp_ms,
+            value_bits,
+        }
     }
 
     pub const fn value(&self) -> f64 {

@@ -33,7 +33,10 @@ impl Time {
 impl Add<Duration> for Time {
     type Output = Time;
     fn add(self, d: Duration) -> Time {
-        Time(self.0.saturating_add(d.as_micros().min(u64::MAX as u128) as u64))
+        Time(
+            self.0
+                .saturating_add(d.as_micros().min(u64::MAX as u128) as u64),
+        )
     }
 }
 
@@ -54,6 +57,9 @@ mod tests {
         assert_eq!(t + Duration::from_millis(1), Time::from_micros(6000));
         assert_eq!(Time::ZERO - t, Duration::ZERO);
         assert_eq!(t - Time::ZERO, Duration::from_millis(5));
-        assert_eq!(Time::from_micros(u64::MAX) + Duration::from_secs(1), Time::from_micros(u64::MAX));
+        assert_eq!(
+            Time::from_micros(u64::MAX) + Duration::from_secs(1),
+            Time::from_micros(u64::MAX)
+        );
     }
 }

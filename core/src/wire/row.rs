@@ -23,7 +23,11 @@ pub fn encode_metric_name(buf: &mut Vec<u8>, tenant: Tenant, labels: &[Label<'_>
         if label.value.is_empty() {
             continue;
         }
-        let name = if label.name == METRIC_NAME_LABEL { &b""[..] } else { label.name };
+        let name = if label.name == METRIC_NAME_LABEL {
+            &b""[..]
+        } else {
+            label.name
+        };
         put_str16(buf, name);
         put_str16(buf, label.value);
     }
@@ -140,14 +144,20 @@ pub fn decode_row(buf: &[u8]) -> Result<(RowRef<'_>, usize), RowError> {
     let timestamp_ms = i64::from_be_bytes(tail[..8].try_into().expect("8 bytes"));
     let value_bits = u64::from_be_bytes(tail[8..].try_into().expect("8 bytes"));
     Ok((
-        RowRef { metric_name, sample: Sample::from_bits(timestamp_ms, value_bits) },
+        RowRef {
+            metric_name,
+            sample: Sample::from_bits(timestamp_ms, value_bits),
+        },
         n + name_len + ROW_TAIL_LEN,
     ))
 }
 
 /// Iterate over the rows of a block. Stops at the first error, which it yields once.
 pub fn decode_block(block: &[u8]) -> BlockRows<'_> {
-    BlockRows { rest: block, failed: false }
+    BlockRows {
+        rest: block,
+        failed: false,
+    }
 }
 
 pub struct BlockRows<'a> {
@@ -181,7 +191,16 @@ pub fn decode_metric_name(mnraw: &[u8]) -> Result<(Tenant, MetricNameLabels<'_>)
     }
     let account_id = u32::from_be_bytes(mnraw[..4].try_into().expect("4 bytes"));
     let project_id = u32::from_be_bytes(mnraw[4..8].try_into().expect("4 bytes"));
-    Ok((Tenant { account_id, project_id }, MetricNameLabels { rest: &mnraw[8..], failed: false }))
+    Ok((
+        Tenant {
+            account_id,
+            project_id,
+        },
+        MetricNameLabels {
+            rest: &mnraw[8..],
+            failed: false,
+        },
+    ))
 }
 
 pub struct MetricNameLabels<'a> {
@@ -210,7 +229,12 @@ impl<'a> Iterator for MetricNameLabels<'a> {
         if self.rest.is_empty() || self.failed {
             return None;
         }
-        let label = self.take_str16().and_then(|name| Some(Label { name, value: self.take_str16()? }));
+        let label = self.take_str16().and_then(|name| {
+            Some(Label {
+                name,
+                value: self.take_str16()?,
+            })
+        });
         match label {
             Some(l) => Some(Ok(l)),
             None => {
@@ -233,7 +257,11 @@ mod tests {
     #[test]
     fn example_1_up_job_node() {
         let mut mn = Vec::new();
-        encode_metric_name(&mut mn, Tenant::new(0, 0), &[Label::metric_name(b"up"), Label::new(b"job", b"node")]);
+        encode_metric_name(
+            &mut mn,
+            Tenant::new(0, 0),
+            &[Label::metric_name(b"up"), Label::new(b"job", b"node")],
+        );
         let mut row = Vec::new();
         encode_row(&mut row, &mn, Sample::new(1_700_000_000_000, 1.0));
         assert_eq!(
@@ -285,7 +313,10 @@ mod tests {
         encode_row(&mut row, &mn, Sample::from_bits(-1, STALE_NAN_BITS));
         assert_eq!(row.len(), 156);
         assert_eq!(&row[..2], &[0x8a, 0x01]);
-        assert_eq!(&row[140..], &hex_to_bytes("ffffffffffffffff7ff0000000000002")[..]);
+        assert_eq!(
+            &row[140..],
+            &hex_to_bytes("ffffffffffffffff7ff0000000000002")[..]
+        );
         let (back, n) = decode_row(&row).unwrap();
         assert_eq!(n, row.len());
         assert_eq!(back.metric_name, &mn[..]);
@@ -301,7 +332,10 @@ mod tests {
         let labels = [Label::new(b"__name__", b"up"), Label::new(b"e", b"")];
         let mut key = Vec::new();
         encode_series_key(&mut key, Tenant::new(0, 0), &labels);
-        assert_eq!(hex(&key), "000000000000000000085f5f6e616d655f5f00027570000165" .to_string() + "0000");
+        assert_eq!(
+            hex(&key),
+            "000000000000000000085f5f6e616d655f5f00027570000165".to_string() + "0000"
+        );
     }
 
     #[test]
@@ -315,11 +349,17 @@ mod tests {
         let block: Vec<_> = decode_block(&row[..row.len() - 1]).collect();
         assert_eq!(block, vec![Err(RowError::Truncated)]);
         assert!(decode_metric_name(b"\0\0\0").is_err());
-        let bad: Vec<_> = decode_metric_name(b"\0\0\0\0\0\0\0\0\0\x05ab").unwrap().1.collect();
+        let bad: Vec<_> = decode_metric_name(b"\0\0\0\0\0\0\0\0\0\x05ab")
+            .unwrap()
+            .1
+            .collect();
         assert_eq!(bad, vec![Err(RowError::BadMetricName)]);
     }
 
     fn hex_to_bytes(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 }
