@@ -5,6 +5,8 @@
 //! simulator and plain unit-test loops.
 
 pub mod formats;
+pub mod gateway;
+pub mod ingest;
 pub mod model;
 pub mod route;
 pub mod stats;
@@ -13,3 +15,5 @@ pub mod wire;
 
 pub use model::{Label, Tenant};
 pub use time::Time;
+pub mod limits;
+pub mod relabel;

@@ -105,12 +105,27 @@ impl Batch {
     }
 
     /// Take node `i`'s rows, leaving an empty buffer (its capacity is handed over too; the
-    /// router gives buffers back through [`Batch::recycle`] when it can).
+    /// router gives buffers back through [`Batch::put_node`]).
     pub fn take_node(&mut self, i: usize) -> NodeRows {
         let taken = std::mem::take(&mut self.nodes[i]);
         self.rows -= taken.rows;
         self.bytes -= taken.bytes.len();
         taken
+    }
+
+    /// Give node `i` a buffer back after [`Batch::take_node`]: rows the router could not place
+    /// yet (they stay in the batch for the next attempt), or an emptied buffer whose capacity
+    /// the next request reuses.
+    pub fn put_node(&mut self, i: usize, rows: NodeRows) {
+        self.rows += rows.rows;
+        self.bytes += rows.bytes.len();
+        let slot = &mut self.nodes[i];
+        if slot.bytes.is_empty() && slot.rows == 0 {
+            *slot = rows;
+        } else {
+            slot.bytes.extend_from_slice(&rows.bytes);
+            slot.rows += rows.rows;
+        }
     }
 
     /// Empty the batch, keeping its allocations for the next request.

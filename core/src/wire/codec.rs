@@ -39,7 +39,7 @@ pub const ZSTD_LEVEL: i32 = 1;
 pub(crate) const CHUNK: usize = 64 * 1024;
 
 /// Which of the two connections to a storage node this is, and so which RPC it calls.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Bucket {
     /// Metric rows: `writeRows_v1`.
     Rows,
