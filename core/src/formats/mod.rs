@@ -18,4 +18,49 @@ pub trait Sink {
     fn invalid(&mut self, line: u64, reason: &str) {
         let _ = (line, reason);
     }
+
+    /// A series whose **last** label is the metric name (empty label name; its value may be
+    /// empty, meaning "no metric name"). Influx emits this shape: extra labels belong *before*
+    /// the name, and with no relabeling the label limits skip the name and a series left with
+    /// no labels is still forwarded (row-encoding.md §3.2, influx.md "Limits quirk"). The
+    /// default treats it as an ordinary series, which is exact when there are no extra labels.
+    fn series_name_last(&mut self, labels: &[Label<'_>], samples: &[Sample]) {
+        self.series(labels, samples)
+    }
+
+    /// One metric metadata entry (remote write `MetricMetadata`, Prometheus text `# HELP` /
+    /// `# TYPE`). The pipeline decides whether metadata is enabled and drops entries with a
+    /// field longer than 65535 bytes (row-encoding.md §6).
+    fn metadata(&mut self, m: &Metadata<'_>) {
+        let _ = m;
+    }
 }
+
+/// A metric metadata entry as a parser found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Metadata<'a> {
+    /// Prometheus metric type: 0 unknown, 1 counter, 2 gauge, 3 histogram, 4 gaugehistogram,
+    /// 5 summary, 6 info, 7 stateset (the numbering of the storage metadata row).
+    pub metric_type: u32,
+    pub family: &'a [u8],
+    pub help: &'a [u8],
+    pub unit: &'a [u8],
+    /// Remote write fields 11/12 (VictoriaMetrics extension): the tenant of this entry in
+    /// multitenant mode. 0 when absent and for every other format.
+    pub account_id: u32,
+    pub project_id: u32,
+}
+
+pub mod body;
+pub mod csv;
+pub mod json_lines;
+pub mod lines;
+pub mod number;
+pub mod prometheus_text;
+pub mod remote_write;
+
+pub mod graphite;
+pub mod influx;
+pub mod opentsdb;
+pub mod opentsdb_http;
+pub mod clusternative;

@@ -368,12 +368,17 @@ impl Router {
             return Err(PushError::ShuttingDown);
         }
         let mut overloaded = false;
-        for i in 0..batch.nodes().len().min(self.nodes.len()) {
+        debug_assert_eq!(
+            batch.nodes().len(),
+            self.nodes.len(),
+            "batch for another node list"
+        );
+        for i in 0..batch.nodes().len() {
             if batch.nodes()[i].rows == 0 {
                 continue;
             }
             let mut rows = batch.take_node(i);
-            self.push_node(i, &mut rows);
+            self.push_node(i % self.nodes.len(), &mut rows);
             if rows.rows > 0 {
                 overloaded = true;
             } else {
