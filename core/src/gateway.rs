@@ -2,9 +2,10 @@
 //! (node, bucket). The shell and the simulator drive exactly this type: they dial when told,
 //! carry bytes both ways and pass the time. Every decision is made here.
 //!
-//! Driving it: call a `handle_*` method or [`Gateway::push`], then drain
-//! [`Gateway::poll_output`] until it returns `None`, then sleep until [`Gateway::poll_timeout`]
-//! (or until the next input) and call [`Gateway::handle_timeout`].
+//! Driving it: right after [`Gateway::new`] and after every `handle_*` call or
+//! [`Gateway::push`], drain [`Gateway::poll_output`] until it returns `None` (the first dials
+//! are queued by `new`), then sleep until [`Gateway::poll_timeout`] (or until the next input)
+//! and call [`Gateway::handle_timeout`].
 //!
 //! Connection events are only meaningful for the socket the gateway last asked for. After it
 //! emits [`Output::Close`] for a connection it ignores input and close reports for that

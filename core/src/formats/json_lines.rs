@@ -591,9 +591,11 @@ impl Iterator for ArrayIter<'_> {
 mod tests {
     use super::*;
 
+    type Row = (Vec<(String, String)>, i64, u64);
+
     #[derive(Default)]
     struct Rows {
-        rows: Vec<(Vec<(String, String)>, i64, u64)>,
+        rows: Vec<Row>,
         invalid: Vec<u64>,
     }
 

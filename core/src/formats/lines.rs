@@ -151,7 +151,9 @@ pub fn for_each_line(body: &[u8], mut f: impl FnMut(u64, &[u8])) {
 mod tests {
     use super::*;
 
-    fn split(chunks: &[&[u8]], max: usize) -> (Vec<(u64, Vec<u8>)>, Result<(), LineTooLong>) {
+    type Lines = Vec<(u64, Vec<u8>)>;
+
+    fn split(chunks: &[&[u8]], max: usize) -> (Lines, Result<(), LineTooLong>) {
         let mut s = LineSplitter::new(max);
         let mut out = Vec::new();
         for c in chunks {

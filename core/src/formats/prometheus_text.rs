@@ -219,7 +219,7 @@ pub fn unescape_into(out: &mut Vec<u8>, s: &[u8]) {
 
 /// Go's float64 → int64 conversion on amd64: NaN and out-of-range values become i64::MIN.
 pub(crate) fn go_f64_to_i64(f: f64) -> i64 {
-    if f.is_nan() || f >= 9_223_372_036_854_775_808.0 || f < -9_223_372_036_854_775_808.0 {
+    if !(-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&f) {
         i64::MIN
     } else {
         f as i64
@@ -478,9 +478,11 @@ impl PromTextLines {
 mod tests {
     use super::*;
 
+    type Row = (Vec<(String, String)>, i64, u64);
+
     #[derive(Default)]
     struct Rows {
-        rows: Vec<(Vec<(String, String)>, i64, u64)>,
+        rows: Vec<Row>,
         invalid: Vec<u64>,
         meta: Vec<(u32, String, String)>,
     }

@@ -55,6 +55,8 @@ impl RemoteWriteError {
     }
 }
 
+type DecompressFn = fn(&[u8], usize) -> Result<Vec<u8>, String>;
+
 fn snappy_decompress(body: &[u8], max: usize) -> Result<Vec<u8>, String> {
     let corrupt = || {
         format!(
@@ -110,10 +112,7 @@ pub fn decompress(
         });
     }
     let zstd_first = content_encoding == Some("zstd");
-    let (first, second): (
-        fn(&[u8], usize) -> Result<Vec<u8>, String>,
-        fn(&[u8], usize) -> Result<Vec<u8>, String>,
-    ) = if zstd_first {
+    let (first, second): (DecompressFn, DecompressFn) = if zstd_first {
         (zstd_decompress, snappy_decompress)
     } else {
         (snappy_decompress, zstd_decompress)
@@ -462,7 +461,7 @@ fn read_counts(r: &mut Reader<'_>, wt: u8, out: &mut Vec<f64>) -> R<()> {
         WT_I64 => out.push(f64::from_bits(r.fixed64()?)),
         WT_LEN => {
             let mut pr = Reader { buf: r.bytes()? };
-            if pr.buf.len() % 8 != 0 {
+            if pr.buf.len() & 7 != 0 {
                 return Err(DecodeError::Proto(
                     "packed doubles are not a multiple of 8 bytes",
                 ));
@@ -665,7 +664,7 @@ mod tests {
             String::from_utf8(o).unwrap()
         };
         assert_eq!(f(1.0), "1.000e+00");
-        assert_eq!(f(0.7071067811865476), "7.071e-01");
+        assert_eq!(f(std::f64::consts::FRAC_1_SQRT_2), "7.071e-01");
         assert_eq!(f(-2.0), "-2.000e+00");
         assert_eq!(f(1e100), "1.000e+100");
         assert_eq!(f(-0.0), "-0.000e+00");

@@ -27,15 +27,10 @@ use crate::wire::row::decode_row;
 /// Identifies one request on one link: every send (copy or probe) gets a fresh id.
 pub type BlockId = u64;
 
-/// The two independent sets of buffers and loops of vminsert (§1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Bucket {
-    /// `writeRows_v1`, `rpc_call="metric_rows"`.
-    MetricRows,
-    /// `writeMetadata_v1`, `rpc_call="metricmetadata_rows"`: never dropped on overload,
-    /// rerouted by family name, dropped (as if sent) on a legacy link.
-    Metadata,
-}
+/// Which of the two independent sets of buffers and loops (§1) this router is: metric rows, or
+/// metadata, which is never dropped on overload, is rerouted by family name and is dropped (as
+/// if sent) on a legacy link.
+pub use crate::wire::codec::Bucket;
 
 #[derive(Clone, Debug)]
 pub struct RouterConfig {
@@ -66,7 +61,7 @@ pub struct RouterConfig {
 impl Default for RouterConfig {
     fn default() -> RouterConfig {
         RouterConfig {
-            bucket: Bucket::MetricRows,
+            bucket: Bucket::Rows,
             replication_factor: 1,
             node_buffer_limit: 1 << 20,
             memory_budget: 64 << 20,
@@ -407,7 +402,7 @@ impl Router {
             rows.rows = 0;
             return;
         }
-        if self.config.bucket == Bucket::MetricRows
+        if self.config.bucket == Bucket::Rows
             && self.config.drop_samples_on_overload
             && !self.nodes[home].read_only
         {
@@ -992,7 +987,7 @@ impl Router {
 /// own encoder never produces) is treated as one row so that nothing can loop or panic.
 fn split_row(bucket: Bucket, buf: &[u8]) -> (usize, &[u8]) {
     match bucket {
-        Bucket::MetricRows => match decode_row(buf) {
+        Bucket::Rows => match decode_row(buf) {
             Ok((row, n)) if n > 0 => (n, row.metric_name),
             _ => (buf.len(), buf),
         },
