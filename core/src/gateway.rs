@@ -46,6 +46,9 @@ pub struct GatewayConfig {
     pub seed: u64,
     /// Buffers, replication, rerouting and overload policy of the metric rows bucket.
     pub router: RouterConfig,
+    /// `-enableMetadata`: open the metadata connections and forward metrics metadata. The
+    /// metadata bucket uses the rows bucket's settings, as vminsert does.
+    pub enable_metadata: bool,
     /// `-rpc.handshakeTimeout`.
     pub handshake_timeout: Duration,
     /// `-rpc.disableCompression` (legacy connections only).
@@ -64,6 +67,7 @@ impl GatewayConfig {
             placement: PlacementKind::Rendezvous,
             seed: 0,
             router: RouterConfig::default(),
+            enable_metadata: true,
             handshake_timeout: Duration::from_secs(5),
             disable_compression: false,
             redial_interval: Duration::from_millis(200),
@@ -100,10 +104,16 @@ struct Conn {
     backoff: Duration,
 }
 
+/// One bucket: its router and one connection per storage node.
+struct Lane {
+    router: Router,
+    conns: Vec<Conn>,
+}
+
 pub struct Gateway {
     placement: Arc<Placement>,
-    rows: Router,
-    conns: Vec<Conn>,
+    /// The metric rows lane first, then the metadata lane when metadata is enabled.
+    lanes: Vec<Lane>,
     out: VecDeque<Output>,
     redial_interval: Duration,
     max_redial_interval: Duration,
@@ -116,29 +126,43 @@ impl Gateway {
             config.placement,
             config.seed,
         ));
-        let rows = Router::new(placement.clone(), config.router.clone(), now);
-        // Metadata travels on its own connections in vminsert; this gateway does not send
-        // metadata yet, so it opens only the metric rows connections.
-        let conns = (0..placement.len())
-            .map(|node| {
-                let mut link_config = LinkConfig::new(Bucket::Rows);
-                link_config.handshake_timeout = config.handshake_timeout;
-                link_config.disable_compression = config.disable_compression;
-                Conn {
-                    id: ConnId {
-                        node,
-                        bucket: Bucket::Rows,
-                    },
-                    link: NodeLink::new(link_config),
-                    state: ConnState::Down { redial_at: now },
-                    backoff: config.redial_interval,
+        let mut buckets = vec![Bucket::Rows];
+        if config.enable_metadata {
+            buckets.push(Bucket::Metadata);
+        }
+        let lanes = buckets
+            .into_iter()
+            .map(|bucket| {
+                let mut router_config = config.router.clone();
+                router_config.bucket = bucket;
+                if bucket == Bucket::Metadata {
+                    // Only metric rows are ever dropped on overload (sharding spec §7), and the
+                    // simulator's deliberate bugs target the rows lane alone.
+                    router_config.drop_samples_on_overload = false;
+                    router_config.fault = None;
+                }
+                let conns = (0..placement.len())
+                    .map(|node| {
+                        let mut link_config = LinkConfig::new(bucket);
+                        link_config.handshake_timeout = config.handshake_timeout;
+                        link_config.disable_compression = config.disable_compression;
+                        Conn {
+                            id: ConnId { node, bucket },
+                            link: NodeLink::new(link_config),
+                            state: ConnState::Down { redial_at: now },
+                            backoff: config.redial_interval,
+                        }
+                    })
+                    .collect();
+                Lane {
+                    router: Router::new(placement.clone(), router_config, now),
+                    conns,
                 }
             })
             .collect();
         let mut gw = Gateway {
             placement,
-            rows,
-            conns,
+            lanes,
             out: VecDeque::new(),
             redial_interval: config.redial_interval,
             max_redial_interval: config.max_redial_interval,
@@ -159,13 +183,30 @@ impl Gateway {
 
     /// The metric rows router: its counters and per-node gauges feed /metrics.
     pub fn router(&self) -> &Router {
-        &self.rows
+        &self.lanes[0].router
     }
 
-    /// Hand a batch's rows to the storage nodes' buffers. On `Overload` the batch keeps what
-    /// was not taken: call again after the gateway has made progress.
+    /// The metadata router, when `-enableMetadata` is on.
+    pub fn metadata_router(&self) -> Option<&Router> {
+        self.lanes.get(1).map(|l| &l.router)
+    }
+
+    /// Hand a batch's rows (and metadata) to the storage nodes' buffers. On `Overload` the
+    /// batch keeps what was not taken: call again after the gateway has made progress.
     pub fn push(&mut self, batch: &mut Batch, now: Time) -> Result<(), PushError> {
-        let result = self.rows.push(batch, now);
+        let mut result = self.lanes[0].router.push(batch, now);
+        if let Some(md) = batch.metadata_mut() {
+            match self.lanes.get_mut(1) {
+                Some(lane) => {
+                    let md_result = lane.router.push(md, now);
+                    if result.is_ok() {
+                        result = md_result;
+                    }
+                }
+                // Metadata is off: what the parsers found is not forwarded.
+                None => md.clear(),
+            }
+        }
         self.pump(now);
         result
     }
@@ -191,7 +232,7 @@ impl Gateway {
             c.link.handle_closed(now);
         } else {
             c.state = ConnState::Open;
-            self.fail_conn(conn.node, FailReason::Dial, None, now);
+            self.fail_conn(conn, FailReason::Dial, None, now, None);
         }
         self.pump(now);
     }
@@ -216,10 +257,12 @@ impl Gateway {
     }
 
     pub fn handle_timeout(&mut self, now: Time) {
-        self.rows.handle_timeout(now);
-        for c in &mut self.conns {
-            if c.state == ConnState::Open {
-                c.link.handle_timeout(now);
+        for lane in &mut self.lanes {
+            lane.router.handle_timeout(now);
+            for c in &mut lane.conns {
+                if c.state == ConnState::Open {
+                    c.link.handle_timeout(now);
+                }
             }
         }
         self.dial_due(now);
@@ -228,13 +271,15 @@ impl Gateway {
 
     /// Stop taking pushes and flush everything; `is_drained` tells when done.
     pub fn begin_shutdown(&mut self, now: Time) {
-        self.rows.begin_shutdown(now);
+        for lane in &mut self.lanes {
+            lane.router.begin_shutdown(now);
+        }
         self.pump(now);
     }
 
     /// Nothing is buffered or in flight any more.
     pub fn is_drained(&self) -> bool {
-        self.rows.is_drained()
+        self.lanes.iter().all(|l| l.router.is_drained())
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -242,45 +287,58 @@ impl Gateway {
     }
 
     pub fn poll_timeout(&self) -> Option<Time> {
-        let links = self.conns.iter().filter_map(|c| match c.state {
-            ConnState::Down { redial_at } => Some(redial_at),
-            ConnState::Open => c.link.poll_timeout(),
-            ConnState::Dialing => None,
-        });
-        links.chain(self.rows.poll_timeout()).min()
+        self.lanes
+            .iter()
+            .flat_map(|lane| {
+                let links = lane.conns.iter().filter_map(|c| match c.state {
+                    ConnState::Down { redial_at } => Some(redial_at),
+                    ConnState::Open => c.link.poll_timeout(),
+                    ConnState::Dialing => None,
+                });
+                links.chain(lane.router.poll_timeout())
+            })
+            .min()
+    }
+
+    fn lane_index(bucket: Bucket) -> usize {
+        match bucket {
+            Bucket::Rows => 0,
+            Bucket::Metadata => 1,
+        }
     }
 
     fn conn_mut(&mut self, conn: ConnId) -> Option<&mut Conn> {
-        self.conns
+        self.lanes
+            .get_mut(Self::lane_index(conn.bucket))?
+            .conns
             .get_mut(conn.node)
-            .filter(|c| c.id.bucket == conn.bucket)
     }
 
     fn dial_due(&mut self, now: Time) {
-        for c in &mut self.conns {
-            if let ConnState::Down { redial_at } = c.state {
-                if redial_at <= now {
-                    c.state = ConnState::Dialing;
-                    self.out.push_back(Output::Dial(c.id));
+        for lane in &mut self.lanes {
+            for c in &mut lane.conns {
+                if let ConnState::Down { redial_at } = c.state {
+                    if redial_at <= now {
+                        c.state = ConnState::Dialing;
+                        self.out.push_back(Output::Dial(c.id));
+                    }
                 }
             }
         }
     }
 
-    /// The connection is unusable: close it, tell the router, and schedule the next dial.
-    fn fail_conn(&mut self, node: usize, reason: FailReason, block: Option<u64>, now: Time) {
-        self.fail_conn_after(node, reason, block, now, None);
-    }
-
-    fn fail_conn_after(
+    /// The connection is unusable: close it, tell the router, and schedule the next dial, no
+    /// sooner than `not_before` when given.
+    fn fail_conn(
         &mut self,
-        node: usize,
+        conn: ConnId,
         reason: FailReason,
         block: Option<u64>,
         now: Time,
         not_before: Option<Duration>,
     ) {
-        let c = &mut self.conns[node];
+        let lane = &mut self.lanes[Self::lane_index(conn.bucket)];
+        let c = &mut lane.conns[conn.node];
         if c.state == ConnState::Open && reason != FailReason::Dial {
             self.out.push_back(Output::Close(c.id));
         }
@@ -289,8 +347,8 @@ impl Gateway {
             redial_at: now + delay,
         };
         c.backoff = (c.backoff * 2).min(self.max_redial_interval);
-        self.rows
-            .handle_node_event(node, NodeEvent::Failed { block, reason }, now);
+        lane.router
+            .handle_node_event(conn.node, NodeEvent::Failed { block, reason }, now);
     }
 
     /// Move everything that can move: router sends into links, link events into the router,
@@ -298,69 +356,75 @@ impl Gateway {
     fn pump(&mut self, now: Time) {
         loop {
             let mut progressed = false;
-            while let Some(router::Output::Send {
-                node, block, bytes, ..
-            }) = self.rows.poll_output()
-            {
-                progressed = true;
-                match self.conns[node].link.send_block(block, &bytes, now) {
-                    Ok(()) => {}
-                    // A legacy storage node cannot take metadata; vminsert drops it as sent.
-                    Err(SendError::MetadataOnLegacy) => {
-                        self.rows
-                            .handle_node_event(node, NodeEvent::Acked(block), now)
-                    }
-                    // The router only sends to links it was told are ready and idle; if they
-                    // disagree, trust the link and let the block go elsewhere.
-                    Err(SendError::NotReady) => self.rows.handle_node_event(
-                        node,
-                        NodeEvent::Failed {
+            for lane in &mut self.lanes {
+                while let Some(router::Output::Send {
+                    node, block, bytes, ..
+                }) = lane.router.poll_output()
+                {
+                    progressed = true;
+                    let event = match lane.conns[node].link.send_block(block, &bytes, now) {
+                        Ok(()) => continue,
+                        // A legacy storage node cannot take metadata; vminsert drops it as
+                        // sent (the router counts it).
+                        Err(SendError::MetadataOnLegacy) => NodeEvent::Acked(block),
+                        // The router only sends to links it was told are ready and idle; if
+                        // they disagree, trust the link and let the block go elsewhere.
+                        Err(SendError::NotReady) => NodeEvent::Failed {
                             block: Some(block),
                             reason: FailReason::Connection,
                         },
-                        now,
-                    ),
+                    };
+                    lane.router.handle_node_event(node, event, now);
                 }
             }
-            for node in 0..self.conns.len() {
-                while let Some(event) = self.conns[node].link.poll_event() {
-                    progressed = true;
-                    self.handle_link_event(node, event, now);
+            for l in 0..self.lanes.len() {
+                for node in 0..self.lanes[l].conns.len() {
+                    while let Some(event) = self.lanes[l].conns[node].link.poll_event() {
+                        progressed = true;
+                        let id = self.lanes[l].conns[node].id;
+                        self.handle_link_event(id, event, now);
+                    }
                 }
             }
             if !progressed {
                 break;
             }
         }
-        for c in &mut self.conns {
-            while let Some(bytes) = c.link.poll_transmit() {
-                self.out
-                    .push_back(Output::Transmit(c.id, Bytes::from(bytes)));
+        for lane in &mut self.lanes {
+            for c in &mut lane.conns {
+                while let Some(bytes) = c.link.poll_transmit() {
+                    self.out
+                        .push_back(Output::Transmit(c.id, Bytes::from(bytes)));
+                }
             }
         }
     }
 
-    fn handle_link_event(&mut self, node: usize, event: LinkEvent, now: Time) {
+    fn handle_link_event(&mut self, conn: ConnId, event: LinkEvent, now: Time) {
+        let l = Self::lane_index(conn.bucket);
+        let node = conn.node;
         match event {
             LinkEvent::Redial => {
-                let c = &mut self.conns[node];
-                self.out.push_back(Output::Close(c.id));
-                self.out.push_back(Output::Dial(c.id));
-                c.state = ConnState::Dialing;
+                self.out.push_back(Output::Close(conn));
+                self.out.push_back(Output::Dial(conn));
+                self.lanes[l].conns[node].state = ConnState::Dialing;
             }
             LinkEvent::Ready => {
-                let c = &mut self.conns[node];
+                let c = &mut self.lanes[l].conns[node];
                 c.backoff = self.redial_interval;
                 let legacy = c.link.is_legacy();
-                self.rows
+                self.lanes[l]
+                    .router
                     .handle_node_event(node, NodeEvent::Ready { legacy }, now);
             }
             LinkEvent::Acked(block) => {
-                self.rows
+                self.lanes[l]
+                    .router
                     .handle_node_event(node, NodeEvent::Acked(block), now)
             }
             LinkEvent::ReadOnly(block) => {
-                self.rows
+                self.lanes[l]
+                    .router
                     .handle_node_event(node, NodeEvent::ReadOnly(block), now)
             }
             LinkEvent::Failed { block, error } => {
@@ -373,7 +437,7 @@ impl Gateway {
                         (FailReason::Connection, None)
                     }
                 };
-                self.fail_conn_after(node, reason, block, now, wait);
+                self.fail_conn(conn, reason, block, now, wait);
             }
         }
     }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use shardgate_core::gateway::{ConnId, Gateway, GatewayConfig, Output, PushError};
+use shardgate_core::gateway::{Bucket, ConnId, Gateway, GatewayConfig, Output, PushError};
 use shardgate_core::model::{Label, Sample, Tenant};
 use shardgate_core::route::{series_hash, ShardKey};
 use shardgate_core::wire::row::decode_block;
@@ -18,6 +18,8 @@ struct StorageNode {
     read_only: bool,
     /// Every row it acknowledged: (raw metric name, timestamp).
     rows: Vec<(Vec<u8>, i64)>,
+    /// Every metadata block it acknowledged.
+    metadata: Vec<Vec<u8>>,
 }
 
 struct Cluster {
@@ -83,9 +85,17 @@ impl Cluster {
                 };
                 server.handle_input(&bytes, self.now);
                 while let Some(ev) = server.poll_event() {
-                    if let ServerEvent::Block { request, block, .. } = ev {
+                    if let ServerEvent::Block {
+                        request,
+                        block,
+                        bucket,
+                    } = ev
+                    {
                         if node.read_only {
                             server.reply(request, Reply::ReadOnly);
+                        } else if bucket == Bucket::Metadata {
+                            node.metadata.push(block);
+                            server.reply(request, Reply::Ok);
                         } else {
                             for row in decode_block(&block) {
                                 let row = row.unwrap();
@@ -280,4 +290,33 @@ fn shutdown_drains_everything_to_the_nodes() {
         &[Sample::new(1, 1.0)],
     );
     assert_eq!(c.gw.push(&mut b, c.now), Err(PushError::ShuttingDown));
+}
+
+#[test]
+fn metadata_goes_to_its_home_node_on_the_metadata_connection() {
+    let mut c = Cluster::new(3, 1);
+    c.run_for(Duration::from_millis(50));
+    let mut batch = c.gw.new_batch();
+    assert!(batch.add_metadata(
+        c.gw.placement(),
+        Tenant::default(),
+        1,
+        b"http_requests_total",
+        b"Total requests",
+        b""
+    ));
+    c.gw.push(&mut batch, c.now).unwrap();
+    c.run_for(Duration::from_secs(1));
+    // The row of sharding spec example F; its home is chosen by hashing the whole row.
+    let row = hex::decode("0000000000000000000000010013687474705f72657175657374735f746f74616c000e546f74616c2072657175657374730000").unwrap();
+    let home = c.gw.placement().primary(series_hash(&row));
+    for (i, node) in c.nodes.iter().enumerate() {
+        let want: Vec<Vec<u8>> = if i == home { vec![row.clone()] } else { vec![] };
+        assert_eq!(node.metadata, want, "node {i}");
+        assert!(node.rows.is_empty());
+    }
+    assert_eq!(
+        c.gw.metadata_router().unwrap().stats().nodes[home].rows_sent_total,
+        1
+    );
 }

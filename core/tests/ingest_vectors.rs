@@ -74,6 +74,7 @@ fn parse_flags(v: &Value) -> Flags {
             limits,
             sort_labels,
             relabel: Arc::new(relabel.with_prom_compatible_naming(prom_naming)),
+            enable_metadata: true,
         },
         tenant_headers,
     }
@@ -105,11 +106,11 @@ enum Format {
     JsonLines,
 }
 
+/// A routed input: its pipeline settings, its format and its query arguments.
+type Routed = (RequestConfig, Format, Vec<(String, String)>);
+
 /// Route one input; Err(text) is a 400, Ok(None) an input this harness does not drive.
-fn route(
-    send: &Value,
-    flags: &Flags,
-) -> Result<Option<(RequestConfig, Format, Vec<(String, String)>)>, String> {
+fn route(send: &Value, flags: &Flags) -> Result<Option<Routed>, String> {
     let url = send["http"].as_str().unwrap();
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let args: Vec<(String, String)> = query

@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 use shardgate_core::model::{Label, Sample, Tenant};
-use shardgate_core::wire::row::{decode_block, decode_metric_name, encode_metric_name, encode_row, row_len};
+use shardgate_core::wire::row::{
+    decode_block, decode_metric_name, encode_metric_name, encode_row, row_len,
+};
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
@@ -14,7 +16,9 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-fn series() -> impl Strategy<Value = (Tenant, Vec<(Vec<u8>, Vec<u8>)>)> {
+type Series = (Tenant, Vec<(Vec<u8>, Vec<u8>)>);
+
+fn series() -> impl Strategy<Value = Series> {
     (
         any::<(u32, u32)>().prop_map(|(a, p)| Tenant::new(a, p)),
         proptest::collection::vec((bytes(300), bytes(5000)), 0..12),
@@ -59,11 +63,9 @@ proptest! {
 
     #[test]
     fn decoding_garbage_never_panics(garbage in proptest::collection::vec(any::<u8>(), 0..512)) {
-        for row in decode_block(&garbage) {
-            if let Ok(row) = row {
-                if let Ok((_, labels)) = decode_metric_name(row.metric_name) {
-                    labels.for_each(drop);
-                }
+        for row in decode_block(&garbage).flatten() {
+            if let Ok((_, labels)) = decode_metric_name(row.metric_name) {
+                labels.for_each(drop);
             }
         }
     }

@@ -20,13 +20,22 @@ pub fn ingest_block(
     let mut rows = 0u64;
     let mut scratch = std::mem::take(labels);
     for (i, row) in decode_block(block).enumerate() {
-        let row = row.map_err(|e| ClusternativeError { row: i as u64 + 1, error: e })?;
-        let (tenant, parsed) = decode_metric_name(row.metric_name)
-            .map_err(|e| ClusternativeError { row: i as u64 + 1, error: e })?;
+        let row = row.map_err(|e| ClusternativeError {
+            row: i as u64 + 1,
+            error: e,
+        })?;
+        let (tenant, parsed) =
+            decode_metric_name(row.metric_name).map_err(|e| ClusternativeError {
+                row: i as u64 + 1,
+                error: e,
+            })?;
         let mut current: Vec<Label<'_>> = recycle(scratch);
         let mut name = None;
         for label in parsed {
-            let label = label.map_err(|e| ClusternativeError { row: i as u64 + 1, error: e })?;
+            let label = label.map_err(|e| ClusternativeError {
+                row: i as u64 + 1,
+                error: e,
+            })?;
             if name.is_none() && (label.name.is_empty() || label.name == METRIC_NAME_LABEL) {
                 name = Some(Label::metric_name(label.value));
             } else {
@@ -61,7 +70,11 @@ pub struct ClusternativeError {
 
 impl std::fmt::Display for ClusternativeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot decode row #{} of a clusternative block: {}", self.row, self.error)
+        write!(
+            f,
+            "cannot decode row #{} of a clusternative block: {}",
+            self.row, self.error
+        )
     }
 }
 
@@ -84,7 +97,10 @@ mod tests {
         for i in 0..50u32 {
             let v = format!("h{i}");
             // The name label placed second on purpose: it must come out first.
-            let labels = [Label::new(b"host", v.as_bytes()), Label::metric_name(b"cpu")];
+            let labels = [
+                Label::new(b"host", v.as_bytes()),
+                Label::metric_name(b"cpu"),
+            ];
             let mut mn = Vec::new();
             encode_metric_name(&mut mn, Tenant::new(i % 3, 7), &labels);
             encode_row(&mut block, &mn, Sample::new(i64::from(i), 0.5));

@@ -928,4 +928,125 @@ mod tests {
         assert_eq!(CsvFormat::parse(Some("+02:metric:x")).unwrap().max_pos(), 2);
         assert!(CsvFormat::parse(Some("1:time:custom:15:04")).is_err()); // no metric column
     }
+
+    type Row = (Vec<(String, String)>, i64, f64);
+
+    #[derive(Default)]
+    struct Rows {
+        rows: Vec<Row>,
+        invalid: Vec<u64>,
+    }
+
+    impl Sink for Rows {
+        fn series(&mut self, labels: &[Label<'_>], samples: &[Sample]) {
+            let l: Vec<_> = labels
+                .iter()
+                .map(|l| {
+                    (
+                        String::from_utf8_lossy(l.name).into_owned(),
+                        String::from_utf8_lossy(l.value).into_owned(),
+                    )
+                })
+                .collect();
+            for s in samples {
+                self.rows.push((l.clone(), s.timestamp_ms, s.value()));
+            }
+        }
+        fn invalid(&mut self, line: u64, _: &str) {
+            self.invalid.push(line);
+        }
+    }
+
+    fn run(format: &str, body: &str) -> Rows {
+        let mut r = Rows::default();
+        parse_body(
+            body.as_bytes(),
+            CsvFormat::parse(Some(format)).unwrap(),
+            42,
+            &mut r,
+        )
+        .unwrap();
+        r
+    }
+
+    fn l(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn spec_edge_cases() {
+        const T: i64 = 1_700_000_000_000;
+        let r = run(
+            "2:metric:ask,3:metric:bid,1:label:ticker,4:label:market,5:time:unix_s",
+            "GOOG,1.23,4.56,NYSE,1700000000\nMSFT,3.21,,NASDAQ,1700000001",
+        );
+        assert_eq!(r.rows.len(), 3);
+        assert_eq!(
+            r.rows[0],
+            (
+                l(&[("", "ask"), ("ticker", "GOOG"), ("market", "NYSE")]),
+                T,
+                1.23
+            )
+        );
+        assert_eq!(r.rows[1].0[0].1, "bid");
+        assert_eq!(
+            r.rows[2],
+            (
+                l(&[("", "ask"), ("ticker", "MSFT"), ("market", "NASDAQ")]),
+                T + 1000,
+                3.21
+            )
+        );
+
+        let r = run(
+            "1:label:ticker,2:metric:v,3:time:unix_ms",
+            "ticker,v,time\nA,1,1700000000000\n",
+        );
+        assert_eq!((r.rows.len(), r.invalid.len()), (1, 0));
+        let r = run(
+            "1:label:ticker,2:metric:v,3:time:unix_ms",
+            "A,1,1700000000000\nticker,v,time\n",
+        );
+        assert_eq!((r.rows.len(), r.invalid.clone()), (1, vec![2]));
+
+        let r = run(
+            "1:label:t,2:metric:v",
+            "\"a,b\",1\n'q''x',2\n\"c\"\"d\",3\n\"e\"x,4\n\"f,5\n",
+        );
+        let ts: Vec<_> = r.rows.iter().map(|x| (x.0[1].1.clone(), x.1)).collect();
+        assert_eq!(
+            ts,
+            vec![("a,b".into(), 42), ("q'x".into(), 42), ("c\"d".into(), 42)]
+        );
+        assert_eq!(r.invalid, vec![4, 5]);
+
+        let r = run("1:label:t,3:metric:v", "a,1\nb,2,3\nc,3,4,5,6\n");
+        assert_eq!(r.invalid, vec![1]);
+        assert_eq!(
+            r.rows.iter().map(|x| x.2).collect::<Vec<_>>(),
+            vec![3.0, 4.0]
+        );
+
+        let r = run(
+            "1:metric:v,2:time:unix_s",
+            "1,1700000000.5\nabc,1700000000\n",
+        );
+        assert_eq!((r.rows.len(), r.invalid.clone()), (0, vec![2]));
+        let r = run("1:metric:v,2:time:unix_s", "1,0\n");
+        assert_eq!(r.rows[0].1, 42);
+        let r = run(
+            "1:metric:v,2:label:__name__,3:time:unix_s",
+            "1,other,1700000000\n",
+        );
+        assert_eq!(r.rows[0].0, l(&[("", "v"), ("__name__", "other")]));
+        let r = run("1:metric:v,2:time:unix_ns", "1,1700000000123999999\n");
+        assert_eq!(r.rows[0].1, T + 123);
+        // A line whose metric cells are all empty gives nothing and is not an error.
+        let r = run("1:metric:v,2:label:x", "1,a\n,b\n");
+        assert_eq!((r.rows.len(), r.invalid.len()), (1, 0));
+    }
 }

@@ -59,8 +59,8 @@ pub mod number;
 pub mod prometheus_text;
 pub mod remote_write;
 
+pub mod clusternative;
 pub mod graphite;
 pub mod influx;
 pub mod opentsdb;
 pub mod opentsdb_http;
-pub mod clusternative;

@@ -65,6 +65,9 @@ pub struct IngestConfig {
     pub sort_labels: bool,
     /// `-relabelConfig` rules and `-usePromCompatibleNaming`.
     pub relabel: Arc<RelabelConfig>,
+    /// `-enableMetadata` (vminsert's default is true): forward metrics metadata to the
+    /// storage nodes' metadata connections.
+    pub enable_metadata: bool,
 }
 
 /// Per-request settings.
@@ -121,9 +124,13 @@ pub struct IngestStats {
     pub rows_invalid: u64,
     /// The first invalid line and its reason, for a rate-limited log line.
     pub first_invalid: Option<(u64, String)>,
-    /// Metadata entries the parser handed over (not forwarded yet: `Batch` has no metadata
-    /// rows).
+    /// Metadata entries the parser handed over.
     pub metadata_received: u64,
+    /// Metadata entries that became rows in the batch (`vm_metadata_inserted_total`).
+    pub metadata_added: u64,
+    /// Metadata entries with a field over 65535 bytes
+    /// (`vm_rows_ignored_total{reason="too_long_metric_metadata_value"}`).
+    pub metadata_too_long: u64,
     /// Rows added per tenant.
     pub rows_per_tenant: Vec<(Tenant, u64)>,
 }
@@ -376,8 +383,27 @@ impl Sink for Ingest<'_> {
     }
 
     fn metadata(&mut self, m: &Metadata<'_>) {
-        let _ = m;
         self.stats.metadata_received += 1;
+        if !self.config.enable_metadata {
+            return;
+        }
+        let tenant = match self.request.tenant {
+            TenantMode::Fixed(t) => t,
+            // A metadata record carries its own tenant in multitenant mode (row-encoding.md §6).
+            TenantMode::Multitenant => Tenant::new(m.account_id, m.project_id),
+        };
+        if self.batch.add_metadata(
+            self.placement,
+            tenant,
+            m.metric_type,
+            m.family,
+            m.help,
+            m.unit,
+        ) {
+            self.stats.metadata_added += 1;
+        } else {
+            self.stats.metadata_too_long += 1;
+        }
     }
 }
 

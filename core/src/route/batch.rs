@@ -29,6 +29,9 @@ pub struct NodeRows {
 #[derive(Debug)]
 pub struct Batch {
     nodes: Vec<NodeRows>,
+    /// Metrics metadata rows, grouped by home node the same way; created on first use because
+    /// most requests carry none.
+    metadata: Option<Box<Batch>>,
     metric_name: Vec<u8>,
     key: Vec<u8>,
     rows: u64,
@@ -39,6 +42,7 @@ impl Batch {
     pub fn new(node_count: usize) -> Batch {
         Batch {
             nodes: vec![NodeRows::default(); node_count.max(1)],
+            metadata: None,
             metric_name: Vec::with_capacity(256),
             key: Vec::new(),
             rows: 0,
@@ -85,6 +89,55 @@ impl Batch {
         true
     }
 
+    /// Add one metrics metadata entry (row-encoding.md §6). Its shard key is the whole
+    /// encoded row (sharding-and-replication.md §2). Returns false, adding nothing, when a
+    /// field is longer than 65535 bytes.
+    pub fn add_metadata(
+        &mut self,
+        placement: &Placement,
+        tenant: Tenant,
+        metric_type: u32,
+        family: &[u8],
+        help: &[u8],
+        unit: &[u8],
+    ) -> bool {
+        if [family, help, unit]
+            .iter()
+            .any(|f| f.len() > usize::from(u16::MAX))
+        {
+            return false;
+        }
+        let node_count = self.nodes.len();
+        let md = self
+            .metadata
+            .get_or_insert_with(|| Box::new(Batch::new(node_count)));
+        let row = &mut md.metric_name;
+        row.clear();
+        row.extend_from_slice(&tenant.account_id.to_be_bytes());
+        row.extend_from_slice(&tenant.project_id.to_be_bytes());
+        row.extend_from_slice(&metric_type.to_be_bytes());
+        for field in [family, help, unit] {
+            row.extend_from_slice(&(field.len() as u16).to_be_bytes());
+            row.extend_from_slice(field);
+        }
+        let node = if placement.len() <= 1 {
+            0
+        } else {
+            placement.primary(series_hash(row))
+        };
+        let out = &mut md.nodes[node];
+        out.bytes.extend_from_slice(&md.metric_name);
+        out.rows += 1;
+        md.rows += 1;
+        md.bytes += md.metric_name.len();
+        true
+    }
+
+    /// The metadata rows of this batch, if any were added.
+    pub fn metadata_mut(&mut self) -> Option<&mut Batch> {
+        self.metadata.as_deref_mut().filter(|m| !m.is_empty())
+    }
+
     /// Rows in the batch, over all nodes.
     pub fn rows(&self) -> u64 {
         self.rows
@@ -95,8 +148,9 @@ impl Batch {
         self.bytes
     }
 
+    /// No metric rows and no metadata left.
     pub fn is_empty(&self) -> bool {
-        self.rows == 0
+        self.rows == 0 && self.metadata.as_ref().is_none_or(|m| m.rows == 0)
     }
 
     /// The rows waiting for each home node, by node index.
@@ -136,6 +190,9 @@ impl Batch {
         }
         self.rows = 0;
         self.bytes = 0;
+        if let Some(m) = &mut self.metadata {
+            m.clear();
+        }
     }
 }
 
@@ -189,6 +246,31 @@ mod tests {
         let taken = b.take_node(2);
         assert_eq!((taken.rows, b.rows()), (2, 1));
         assert_eq!(b.bytes(), b.nodes()[1].bytes.len());
+    }
+
+    #[test]
+    fn metadata_row_and_home_match_spec_example_f() {
+        let p = three();
+        let mut b = Batch::new(3);
+        assert!(b.add_metadata(
+            &p,
+            Tenant::default(),
+            1,
+            b"http_requests_total",
+            b"Total requests",
+            b""
+        ));
+        let md = b.metadata_mut().unwrap();
+        assert_eq!(md.rows(), 1);
+        let want = "0000000000000000000000010013687474705f72657175657374735f746f74616c000e546f74616c2072657175657374730000";
+        let got: String = md.nodes()[1]
+            .bytes
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        assert_eq!(got, want);
+        assert!(!b.is_empty());
+        assert!(!b.add_metadata(&p, Tenant::default(), 1, &vec![b'x'; 70000], b"", b""));
     }
 
     #[test]
