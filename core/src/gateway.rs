@@ -117,6 +117,7 @@ pub struct Gateway {
     out: VecDeque<Output>,
     redial_interval: Duration,
     max_redial_interval: Duration,
+    metadata_dropped: u64,
 }
 
 impl Gateway {
@@ -166,6 +167,7 @@ impl Gateway {
             out: VecDeque::new(),
             redial_interval: config.redial_interval,
             max_redial_interval: config.max_redial_interval,
+            metadata_dropped: 0,
         };
         gw.dial_due(now);
         gw
@@ -191,16 +193,25 @@ impl Gateway {
         self.lanes.get(1).map(|l| &l.router)
     }
 
+    /// Metadata rows dropped because the metadata connections could not take them when pushed.
+    pub fn metadata_dropped_total(&self) -> u64 {
+        self.metadata_dropped
+    }
+
     /// Hand a batch's rows (and metadata) to the storage nodes' buffers. On `Overload` the
     /// batch keeps what was not taken: call again after the gateway has made progress.
     pub fn push(&mut self, batch: &mut Batch, now: Time) -> Result<(), PushError> {
-        let mut result = self.lanes[0].router.push(batch, now);
+        let result = self.lanes[0].router.push(batch, now);
         if let Some(md) = batch.metadata_mut() {
             match self.lanes.get_mut(1) {
                 Some(lane) => {
-                    let md_result = lane.router.push(md, now);
-                    if result.is_ok() {
-                        result = md_result;
+                    // Metadata never holds up a request: what its lane cannot take now (its
+                    // nodes are all down, or answer "rpcName is not supported" like v1.129)
+                    // is dropped and counted, where vminsert would block every request that
+                    // carries metadata (wire-protocol.md §9).
+                    if lane.router.push(md, now) == Err(PushError::Overload) {
+                        self.metadata_dropped += md.rows();
+                        md.clear();
                     }
                 }
                 // Metadata is off: what the parsers found is not forwarded.

@@ -320,3 +320,17 @@ fn metadata_goes_to_its_home_node_on_the_metadata_connection() {
         1
     );
 }
+
+#[test]
+fn metadata_that_cannot_be_placed_never_holds_up_rows() {
+    let mut c = Cluster::new(2, 1);
+    // No node is reachable: the metadata is dropped and counted, and the push still succeeds.
+    c.crash(0);
+    c.crash(1);
+    c.run_for(Duration::from_millis(50));
+    let mut batch = c.gw.new_batch();
+    assert!(batch.add_metadata(c.gw.placement(), Tenant::default(), 2, b"g", b"", b""));
+    assert_eq!(c.gw.push(&mut batch, c.now), Ok(()));
+    assert_eq!(c.gw.metadata_dropped_total(), 1);
+    assert!(batch.is_empty());
+}
