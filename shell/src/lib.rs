@@ -2,8 +2,10 @@
 
 pub mod flags;
 pub mod http;
+pub mod listeners;
 pub mod log;
 pub mod metrics;
+pub mod pipeline;
 pub mod runtime;
 pub mod standin;
 pub mod storage;

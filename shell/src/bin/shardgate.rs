@@ -7,8 +7,11 @@ use std::time::{Duration, SystemTime};
 use shardgate::flags::{self, Flags, GATEWAY_FLAGS};
 use shardgate::http::gateway::{App, HttpConfig};
 use shardgate::http::limiter::Limiter;
+use shardgate::http::opentsdb::OpenTsdbHttp;
 use shardgate::http::server::{self, ServerControl, ServerLimits};
+use shardgate::listeners::{self, LineProtocol, ListenerCtx};
 use shardgate::metrics::Registry;
+use shardgate::pipeline::{self, FormatConfig, IngestShared};
 use shardgate::standin::{self, StandIn};
 use shardgate::storage::{DialConfig, Storage};
 use shardgate::{fatal, info, warn};
@@ -39,12 +42,23 @@ fn system_memory() -> u64 {
     cgroup.map_or(mem_total, |c| c.min(mem_total))
 }
 
-fn gateway_config(f: &Flags, storage_nodes: Vec<String>) -> GatewayConfig {
-    let allowed = if f.bytes("memory.allowedBytes") > 0 {
+/// `-memory.allowedBytes`, or `-memory.allowedPercent` of the system or cgroup memory.
+fn allowed_memory(f: &Flags) -> u64 {
+    if f.bytes("memory.allowedBytes") > 0 {
         f.bytes("memory.allowedBytes")
     } else {
         (system_memory() as f64 * f.float("memory.allowedPercent") / 100.0) as u64
-    };
+    }
+}
+
+/// A request's buffer for one storage node is pushed at this size (sharding spec §4).
+fn per_request_push_threshold(f: &Flags, max_concurrent: usize, nodes: usize) -> usize {
+    let per = allowed_memory(f) / 4 / max_concurrent.max(1) as u64 / nodes.max(1) as u64;
+    per.clamp(1 << 20, 30 << 20) as usize
+}
+
+fn gateway_config(f: &Flags, storage_nodes: Vec<String>) -> GatewayConfig {
+    let allowed = allowed_memory(f);
     let n = storage_nodes.len().max(1) as u64;
     let node_buffer_limit = (allowed / 4 / n / 2).clamp(1 << 20, 30 << 20) as usize;
     let placement = f
@@ -60,6 +74,7 @@ fn gateway_config(f: &Flags, storage_nodes: Vec<String>) -> GatewayConfig {
     };
     g.handshake_timeout = f.duration("rpc.handshakeTimeout");
     g.disable_compression = f.bool("rpc.disableCompression");
+    g.enable_metadata = f.bool("enableMetadata");
     // vminsert re-dials a down node on every 200 ms tick.
     g.redial_interval = Duration::from_millis(200);
     g.router.replication_factor = f.int("replicationFactor").max(1) as usize;
@@ -77,6 +92,7 @@ fn main() {
         fatal!("{e}");
     }
     info!("starting {}", shardgate::version());
+    let ingest_config = pipeline::ingest_config_from_flags(&f).unwrap_or_else(|e| fatal!("{e}"));
     let exec = shardgate::runtime::executor();
     let start = SystemTime::now();
 
@@ -116,8 +132,21 @@ fn main() {
         user_timeout: f.duration("vmstorageUserTimeout"),
         enable_tcp6: f.bool("enableTCP6"),
     };
+    let node_count = storage_nodes.len();
     let storage = Storage::start(gateway_config(&f, storage_nodes), dial, exec.clone())
         .unwrap_or_else(|e| fatal!("{e}"));
+    let metrics = Arc::new(Registry::new());
+    let limiter = Limiter::new(max_concurrent);
+    let ingest = Arc::new(IngestShared::new(
+        ingest_config,
+        metrics.clone(),
+        storage.clone(),
+        FormatConfig::from_flags(&f),
+        per_request_push_threshold(&f, max_concurrent, node_count),
+        f.duration("insert.maxQueueDuration"),
+        f.str("relabelConfig").to_string(),
+        f.bool("usePromCompatibleNaming"),
+    ));
 
     let export: Option<Box<dyn Fn(bool) -> String + Send + Sync>> = if embedded.is_empty() {
         None
@@ -141,16 +170,14 @@ fn main() {
             max_insert_request_size: f.bytes("maxInsertRequestSize") as usize,
             max_queue_duration: f.duration("insert.maxQueueDuration"),
             enable_metadata: f.bool("enableMetadata"),
-            max_labels_per_timeseries: f.int("maxLabelsPerTimeseries").max(0) as usize,
-            max_label_name_len: f.int("maxLabelNameLen").clamp(1, 65535) as usize,
-            max_label_value_len: f.int("maxLabelValueLen").clamp(1, 65535) as usize,
             body_read_timeout: f
                 .duration("http.idleConnTimeout")
                 .max(Duration::from_secs(1)),
         },
-        metrics: Arc::new(Registry::new()),
-        limiter: Limiter::new(max_concurrent),
+        metrics: metrics.clone(),
+        limiter: limiter.clone(),
         storage: storage.clone(),
+        ingest: ingest.clone(),
         healthy: AtomicBool::new(true),
         flags_text: f.render(),
         extra_metrics: Box::new(move |out| {
@@ -202,6 +229,60 @@ fn main() {
         ))
         .detach();
     }
+    let body_read_timeout = f
+        .duration("http.idleConnTimeout")
+        .max(Duration::from_secs(1));
+    let lctx = ListenerCtx {
+        ingest: ingest.clone(),
+        limiter: limiter.clone(),
+        exec: exec.clone(),
+    };
+    let tsdb_http = Arc::new(OpenTsdbHttp {
+        ingest: ingest.clone(),
+        limiter: limiter.clone(),
+        body_read_timeout,
+    });
+    let tsdb_limits = ServerLimits {
+        header_read_timeout: Duration::from_secs(5),
+        ..limits.clone()
+    };
+    for (flag, proto) in [
+        ("graphiteListenAddr", LineProtocol::Graphite),
+        ("influxListenAddr", LineProtocol::Influx),
+        ("opentsdbListenAddr", LineProtocol::OpenTsdb),
+    ] {
+        let addr = f.str(flag);
+        if addr.is_empty() {
+            continue;
+        }
+        let http = (proto == LineProtocol::OpenTsdb).then(|| (tsdb_http.handler(), ctl.clone()));
+        listeners::start_line_listener(&lctx, proto, addr, http)
+            .unwrap_or_else(|e| fatal!("-{flag}: {e}"));
+    }
+    if !f.str("opentsdbHTTPListenAddr").is_empty() {
+        let l = server::bind(f.str("opentsdbHTTPListenAddr")).unwrap_or_else(|e| fatal!("{e}"));
+        let local = l.get_ref().local_addr().unwrap_or_else(|e| fatal!("{e}"));
+        info!("started OpenTSDB HTTP server at http://{local}/");
+        exec.spawn(server::serve(
+            l,
+            exec.clone(),
+            tsdb_limits,
+            ctl.clone(),
+            tsdb_http.handler(),
+        ))
+        .detach();
+    }
+    if !f.str("clusternativeListenAddr").is_empty() {
+        let l = server::bind(f.str("clusternativeListenAddr")).unwrap_or_else(|e| fatal!("{e}"));
+        let local = l.get_ref().local_addr().unwrap_or_else(|e| fatal!("{e}"));
+        info!("accepting clusternative connections at {local}");
+        let cfg = ServerConfig {
+            handshake_timeout: f.duration("rpc.handshakeTimeout"),
+            ..ServerConfig::default()
+        };
+        exec.spawn(listeners::serve_clusternative(lctx.clone(), l, cfg))
+            .detach();
+    }
     if !embedded.is_empty() {
         let a = bound.first().map(|a| a.to_string()).unwrap_or_default();
         info!(
@@ -219,13 +300,27 @@ fn main() {
     let grace = f.duration("http.maxGracefulShutdownDuration");
     let flush = f.duration("rpc.shutdownFlushTimeout");
     let relabel = f.str("relabelConfig").to_string();
+    let reload = ingest.clone();
+    let check_every = f.duration("relabelConfigCheckInterval");
+    if !relabel.is_empty() && !check_every.is_zero() {
+        let ingest = ingest.clone();
+        exec.spawn(async move {
+            loop {
+                async_io::Timer::after(check_every).await;
+                ingest.reload_relabel_if_changed();
+            }
+        })
+        .detach();
+    }
     smol::block_on(exec.run(async move {
         while let Ok(sig) = signals.recv().await {
             if sig == signal_hook::consts::SIGHUP {
                 if relabel.is_empty() {
                     info!("received SIGHUP; -relabelConfig is not set, nothing to reload");
                 } else {
-                    warn!("received SIGHUP; reloading -relabelConfig={relabel:?} is not supported yet");
+                    info!("received SIGHUP; reloading -relabelConfig={relabel:?}");
+                    // A failure is logged and counted there; the old rules stay.
+                    let _ = reload.reload_relabel();
                 }
                 continue;
             }

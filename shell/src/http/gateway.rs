@@ -1,9 +1,13 @@
 //! The gateway's HTTP routes: built-ins, `/insert/<tenant>/<suffix>` and the formats.
 //!
-//! A format is a row of [`FORMATS`]: how its suffix matches, the `type` label of
-//! `vm_rows_inserted_total`, the `path`/`protocol` labels of `vm_http_requests_total`, which
-//! bytes it hashes ([`ShardKey`]) and how its body is read. Adding a format is one row plus
-//! one arm in [`App::run_format`].
+//! A format is a row of [`format_for`]: how its suffix matches, the `type` label of
+//! `vm_rows_inserted_total`, the `path`/`protocol` labels of `vm_http_requests_total`, and how
+//! its body is handled ([`Kind`]). Every series goes through the core ingest pipeline
+//! ([`Ingest`]) under the config snapshot the request started with.
+//!
+//! Line formats are never read whole: the body is decoded and split into lines as it arrives,
+//! and the batch is pushed part-way whenever one storage node's share passes the per-request
+//! limit, so a request holds a few MiB at most whatever its size.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,18 +16,23 @@ use std::time::{Duration, Instant, SystemTime};
 
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
-use shardgate_core::formats::body::{BodyDecoder, BodyError, ContentEncoding};
-use shardgate_core::formats::lines::LineTooLong;
-use shardgate_core::formats::prometheus_text::{self, PromTextOptions, PromTextParser};
-use shardgate_core::formats::{remote_write, Sink};
-use shardgate_core::model::{Label, Sample};
-use shardgate_core::route::{Batch, Placement, ShardKey};
-use shardgate_core::Tenant;
+use shardgate_core::formats::body::{
+    decode_whole, BodyDecoder, BodyError, ContentEncoding, MAX_SNAPPY_STREAM_BODY,
+    MAX_SNAPPY_STREAM_DECOMPRESSED, OUT_PIECE,
+};
+use shardgate_core::formats::csv::{CsvFormat, CsvLines};
+use shardgate_core::formats::influx::{InfluxParser, Precision};
+use shardgate_core::formats::json_lines::JsonLines;
+use shardgate_core::formats::lines::{LineTooLong, DEFAULT_MAX_LINE_LEN};
+use shardgate_core::formats::prometheus_text::{self, PromTextLines};
+use shardgate_core::formats::remote_write;
+use shardgate_core::ingest::{self, Ingest, IngestScratch, Protocol, RequestConfig};
 
 use super::limiter::Limiter;
-use super::route::{self, InsertPath, PathError, TenantSel};
+use super::route::{self, InsertPath, PathError};
 use super::server::{self, Handler, Resp};
 use crate::metrics::Registry;
+use crate::pipeline::{now_ms, InfluxLines, IngestShared, LineHandler, Lines};
 use crate::storage::{PushFailure, Storage};
 
 /// Settings the routes need, taken from flags once at startup.
@@ -34,20 +43,20 @@ pub struct HttpConfig {
     pub max_insert_request_size: usize,
     pub max_queue_duration: Duration,
     pub enable_metadata: bool,
-    pub max_labels_per_timeseries: usize,
-    pub max_label_name_len: usize,
-    pub max_label_value_len: usize,
     /// A client that sends nothing for this long loses its request.
     pub body_read_timeout: Duration,
 }
 
-/// How a format reads its body.
+/// How a route handles its request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BodyKind {
-    /// Whole body in memory, capped by `-maxInsertRequestSize`.
-    Whole,
-    /// Decoded and parsed chunk by chunk; batches are pushed as they fill.
-    Stream,
+pub enum Kind {
+    RemoteWrite,
+    JsonImport,
+    Csv,
+    PromText,
+    InfluxWrite,
+    InfluxQuery,
+    InfluxHealth,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -58,46 +67,95 @@ pub struct Format {
     pub metric_path: &'static str,
     /// `vm_http_requests_total{protocol=...}`.
     pub protocol: &'static str,
-    pub shard_key: ShardKey,
-    pub body: BodyKind,
+    pub kind: Kind,
 }
 
-const REMOTE_WRITE: Format = Format {
-    rows_type: "promremotewrite",
-    metric_path: "/insert/{}/prometheus/",
-    protocol: "promremotewrite",
-    shard_key: ShardKey::AsGiven,
-    body: BodyKind::Whole,
-};
-
-const PROM_TEXT: Format = Format {
-    rows_type: "prometheus",
-    metric_path: "/insert/{}/prometheus/api/v1/import/prometheus",
-    protocol: "prometheusimport",
-    shard_key: ShardKey::MetricName,
-    body: BodyKind::Stream,
-};
-
-/// Pick the format for an insert suffix.
-pub fn format_for(suffix: &str) -> Option<Format> {
-    match suffix {
-        "prometheus" | "prometheus/" | "prometheus/api/v1/write" | "prometheus/api/v1/push" => {
-            Some(REMOTE_WRITE)
+impl Format {
+    fn ingest_protocol(self) -> Protocol {
+        match self.kind {
+            Kind::RemoteWrite => Protocol::RemoteWrite,
+            Kind::InfluxWrite => Protocol::Influx,
+            _ => Protocol::Standard,
         }
-        s if s.starts_with("prometheus/api/v1/import/prometheus") => Some(PROM_TEXT),
-        _ => None,
+    }
+
+    fn is_influx(self) -> bool {
+        matches!(
+            self.kind,
+            Kind::InfluxWrite | Kind::InfluxQuery | Kind::InfluxHealth
+        )
     }
 }
 
-/// Encoded rows waiting in a request are pushed once they reach this size (the lower bound
-/// of vminsert's per-request buffer, sharding spec §4).
-const PUSH_THRESHOLD: usize = 1024 * 1024;
+const fn fmt(
+    rows_type: &'static str,
+    metric_path: &'static str,
+    protocol: &'static str,
+    kind: Kind,
+) -> Format {
+    Format {
+        rows_type,
+        metric_path,
+        protocol,
+        kind,
+    }
+}
+
+/// Pick the format for an insert suffix.
+pub fn format_for(suffix: &str) -> Option<Format> {
+    Some(match suffix {
+        "prometheus" | "prometheus/" | "prometheus/api/v1/write" | "prometheus/api/v1/push" => fmt(
+            "promremotewrite",
+            "/insert/{}/prometheus/",
+            "promremotewrite",
+            Kind::RemoteWrite,
+        ),
+        "prometheus/api/v1/import" => fmt(
+            "vmimport",
+            "/insert/{}/prometheus/api/v1/import",
+            "vmimport",
+            Kind::JsonImport,
+        ),
+        "prometheus/api/v1/import/csv" => fmt(
+            "csvimport",
+            "/insert/{}/prometheus/api/v1/import/csv",
+            "csvimport",
+            Kind::Csv,
+        ),
+        s if s.starts_with("prometheus/api/v1/import/prometheus") => fmt(
+            "prometheus",
+            "/insert/{}/prometheus/api/v1/import/prometheus",
+            "prometheusimport",
+            Kind::PromText,
+        ),
+        "influx/write" | "influx/api/v2/write" => fmt(
+            "influx",
+            "/insert/{}/influx/write",
+            "influx",
+            Kind::InfluxWrite,
+        ),
+        "influx/query" => fmt(
+            "influx",
+            "/insert/{}/influx/query",
+            "influx",
+            Kind::InfluxQuery,
+        ),
+        "influx/health" => fmt(
+            "influx",
+            "/insert/{}/influx/health",
+            "influx",
+            Kind::InfluxHealth,
+        ),
+        _ => return None,
+    })
+}
 
 pub struct App {
     pub cfg: HttpConfig,
     pub metrics: Arc<Registry>,
     pub limiter: Arc<Limiter>,
     pub storage: Arc<Storage>,
+    pub ingest: Arc<IngestShared>,
     /// False while `-http.shutdownDelay` runs: `/health` answers 503.
     pub healthy: AtomicBool,
     pub flags_text: String,
@@ -109,10 +167,10 @@ pub struct App {
 }
 
 /// A failed request: status and text.
-struct Fail(StatusCode, String);
+pub struct Fail(pub StatusCode, pub String);
 
 impl Fail {
-    fn bad(msg: impl Into<String>) -> Fail {
+    pub fn bad(msg: impl Into<String>) -> Fail {
         Fail(StatusCode::BAD_REQUEST, msg.into())
     }
 }
@@ -122,6 +180,120 @@ impl From<PushFailure> for Fail {
         Fail(StatusCode::SERVICE_UNAVAILABLE, p.to_string())
     }
 }
+
+/// Why a streamed body stopped.
+pub enum StreamError {
+    Read(String),
+    Body(BodyError),
+    Line(LineTooLong),
+    Push(PushFailure),
+}
+
+impl From<BodyError> for StreamError {
+    fn from(e: BodyError) -> StreamError {
+        StreamError::Body(e)
+    }
+}
+
+impl StreamError {
+    /// The response, with the format's message prefix on client errors.
+    pub fn into_fail(self, prefix: &str) -> Fail {
+        match self {
+            StreamError::Push(p) => p.into(),
+            StreamError::Read(e) => Fail::bad(format!("{prefix}{e}")),
+            StreamError::Body(e) => Fail::bad(format!("{prefix}{e}")),
+            StreamError::Line(e) => Fail::bad(format!("{prefix}{e}")),
+        }
+    }
+}
+
+/// Compressed bytes fed to the decoder between two threshold checks: small enough that a
+/// highly compressed body cannot put more than about a MiB of rows into the batch at once.
+fn decode_step(enc: ContentEncoding) -> usize {
+    match enc {
+        ContentEncoding::Identity | ContentEncoding::Snappy => OUT_PIECE,
+        // Deflate expands at most ~1032x.
+        ContentEncoding::Gzip | ContentEncoding::Deflate => 1024,
+        // zstd can expand far more; keep each step tiny.
+        ContentEncoding::Zstd => 64,
+    }
+}
+
+/// Decode `body` by `enc` and feed it to `lines` as it arrives, pushing the batch part-way
+/// whenever a storage node's share passes the per-request threshold. Rows parsed before an
+/// error stay in the batch (vminsert keeps blocks parsed before a bad one).
+pub async fn stream_lines<H: LineHandler>(
+    shared: &IngestShared,
+    body: &mut Incoming,
+    read_timeout: Duration,
+    enc: ContentEncoding,
+    lines: &mut Lines<H>,
+    sink: &mut Ingest<'_>,
+) -> Result<(), StreamError> {
+    if enc == ContentEncoding::Snappy {
+        // The block format needs the whole body; vminsert caps it the same way.
+        let mut raw = Vec::new();
+        while let Some(chunk) = server::next_chunk(body, read_timeout)
+            .await
+            .map_err(StreamError::Read)?
+        {
+            if raw.len() + chunk.len() > MAX_SNAPPY_STREAM_BODY {
+                return Err(StreamError::Body(BodyError::TooBig {
+                    limit: MAX_SNAPPY_STREAM_BODY,
+                }));
+            }
+            raw.extend_from_slice(&chunk);
+        }
+        if raw.is_empty() {
+            return lines.finish(sink).map_err(StreamError::Line);
+        }
+        let corrupt = |_| {
+            StreamError::Body(BodyError::Corrupt {
+                encoding: ContentEncoding::Snappy,
+                detail: "snappy: corrupt input".into(),
+            })
+        };
+        let n = snap::raw::decompress_len(&raw).map_err(corrupt)?;
+        if n > MAX_SNAPPY_STREAM_DECOMPRESSED {
+            return Err(StreamError::Body(BodyError::TooBig {
+                limit: MAX_SNAPPY_STREAM_DECOMPRESSED,
+            }));
+        }
+        let data = snap::raw::Decoder::new()
+            .decompress_vec(&raw)
+            .map_err(corrupt)?;
+        drop(raw);
+        for piece in data.chunks(OUT_PIECE) {
+            lines.feed(piece, sink).map_err(StreamError::Line)?;
+            if shared.over_threshold(sink.batch()) {
+                shared.push(sink.batch()).await.map_err(StreamError::Push)?;
+            }
+        }
+        return lines.finish(sink).map_err(StreamError::Line);
+    }
+    let step = decode_step(enc);
+    let mut dec = BodyDecoder::stream(enc);
+    while let Some(chunk) = server::next_chunk(body, read_timeout)
+        .await
+        .map_err(StreamError::Read)?
+    {
+        for part in chunk.chunks(step) {
+            dec.feed::<StreamError>(part, &mut |piece: &[u8]| {
+                lines.feed(piece, sink).map_err(StreamError::Line)
+            })?;
+            if shared.over_threshold(sink.batch()) {
+                shared.push(sink.batch()).await.map_err(StreamError::Push)?;
+            }
+        }
+    }
+    dec.finish::<StreamError>(&mut |piece: &[u8]| {
+        lines.feed(piece, sink).map_err(StreamError::Line)
+    })?;
+    lines.finish(sink).map_err(StreamError::Line)
+}
+
+const INFLUX_DOCS: &str =
+    "; see https://docs.victoriametrics.com/victoriametrics/integrations/influxdb/";
 
 impl App {
     pub fn handler(self: &Arc<Self>) -> Handler {
@@ -134,7 +306,8 @@ impl App {
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
         self.metrics.inc("vm_http_requests_all_total");
-        let full_path = req.uri().path().to_string();
+        // Go routes on the decoded path; path labels and tenants are read from it too.
+        let full_path = route::path_decode(req.uri().path());
         let path = if self.cfg.path_prefix.is_empty() {
             full_path.clone()
         } else {
@@ -234,7 +407,7 @@ impl App {
             format.metric_path, format.protocol
         );
         self.metrics.inc(&format!("vm_http_requests_total{labels}"));
-        match self.insert(req, &ip, format).await {
+        let mut resp = match self.insert(req, &full_path, &ip, format).await {
             Ok(resp) => resp,
             Err(Fail(status, msg)) => {
                 self.metrics
@@ -242,7 +415,14 @@ impl App {
                 crate::warn!("remoteAddr: {peer}; requestURI: {full_path}; {msg}");
                 server::error_text(status, &msg)
             }
+        };
+        if format.is_influx() {
+            resp.headers_mut().insert(
+                "x-influxdb-version",
+                hyper::header::HeaderValue::from_static("1.8.0"),
+            );
         }
+        resp
     }
 
     fn unsupported(&self, path: &str) -> Resp {
@@ -267,19 +447,103 @@ impl App {
         out
     }
 
+    /// The `/influx/query` answer: the configured database names.
+    fn influx_query_body(&self) -> String {
+        let names: Vec<String> = self
+            .ingest
+            .formats
+            .influx_database_names
+            .iter()
+            .map(|n| format!("[{}]", serde_json::Value::String(n.clone())))
+            .collect();
+        format!(
+            "{{\"results\":[{{\"statement_id\":0,\"series\":[{{\"name\":\"databases\",\"columns\":[\"name\"],\"values\":[{}]}}]}}]}}",
+            names.join(",")
+        )
+    }
+
     async fn insert(
         &self,
         req: Request<Incoming>,
+        full_path: &str,
         ip: &InsertPath,
         format: Format,
     ) -> Result<Resp, Fail> {
+        match format.kind {
+            Kind::InfluxQuery => {
+                return Ok(server::with_type(
+                    StatusCode::OK,
+                    "application/json",
+                    self.influx_query_body(),
+                ))
+            }
+            Kind::InfluxHealth => {
+                return Ok(server::with_type(
+                    StatusCode::OK,
+                    "application/json",
+                    "{\"name\":\"influxdb\", \"message\":\"ready for queries and writes\", \"status\":\"pass\", \"checks\":[]}",
+                ))
+            }
+            _ => {}
+        }
         let query = req.uri().query().unwrap_or("").to_string();
-        if format.rows_type == "promremotewrite"
+        if format.kind == Kind::RemoteWrite
             && route::query_arg(&query, "get_vm_proto_version").is_some_and(|v| !v.is_empty())
         {
             return Ok(server::text(StatusCode::OK, "1"));
         }
-        let extra = route::extra_labels(&query).map_err(Fail::bad)?;
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let encoding_header = header("content-encoding");
+        let stream_mode_header = header("stream-mode");
+        let influx_prefix = "cannot process influx line protocol data: ";
+        let with_influx_docs = |f: Fail| {
+            if format.kind == Kind::InfluxWrite && f.0 == StatusCode::BAD_REQUEST {
+                Fail(f.0, format!("{}{INFLUX_DOCS}", f.1))
+            } else {
+                f
+            }
+        };
+
+        // Everything that can be refused without the body, before a slot is taken.
+        let extra_args: Vec<String> = route::query_pairs(&query)
+            .into_iter()
+            .filter(|(k, _)| k == b"extra_label")
+            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+            .collect();
+        let extra = ingest::extra_labels(full_path, extra_args.iter().map(String::as_str))
+            .map_err(|e| with_influx_docs(Fail::bad(e.to_string())))?;
+        let enc = match format.kind {
+            // Remote write picks its codec from the header itself.
+            Kind::RemoteWrite => ContentEncoding::Identity,
+            _ => ContentEncoding::parse(encoding_header.as_deref()).map_err(|e| {
+                let prefix = match format.kind {
+                    Kind::PromText => "cannot decode Prometheus text exposition data: ",
+                    Kind::InfluxWrite => influx_prefix,
+                    _ => "",
+                };
+                with_influx_docs(Fail::bad(format!("{prefix}{e}")))
+            })?,
+        };
+        let csv_format = if format.kind == Kind::Csv {
+            let arg = route::query_arg(&query, "format")
+                .map(|v| String::from_utf8_lossy(&v).into_owned());
+            Some(CsvFormat::parse(arg.as_deref()).map_err(|e| Fail::bad(e.to_string()))?)
+        } else {
+            None
+        };
+        let prom_ts = if format.kind == Kind::PromText {
+            let arg = route::query_arg(&query, "timestamp").unwrap_or_default();
+            prometheus_text::parse_timestamp_arg(&String::from_utf8_lossy(&arg))
+                .map_err(|e| Fail::bad(e.to_string()))?
+        } else {
+            None
+        };
+
         let deadline = Instant::now() + self.cfg.max_queue_duration;
         let (_slot, waited) = match self.limiter.acquire(deadline).await {
             Ok(x) => x,
@@ -299,255 +563,126 @@ impl App {
         if waited {
             self.metrics.inc("vm_concurrent_insert_limit_reached_total");
         }
-        let encoding_header = req
-            .headers()
-            .get(hyper::header::CONTENT_ENCODING)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+
         let mut body = req.into_body();
+        let shared = &*self.ingest;
+        let config = shared.config();
         let (mut batch, placement) = self.storage.new_batch();
-        let mut sink = BatchSink::new(&self.cfg, &placement, ip.tenant, &extra, format.shard_key);
-        let status = match format.body {
-            BodyKind::Whole => {
-                let raw = server::read_whole(
-                    &mut body,
-                    self.cfg.max_insert_request_size,
-                    self.cfg.body_read_timeout,
-                )
-                .await
-                .map_err(Fail::bad)?;
-                remote_write::parse_compressed(
-                    &raw,
-                    encoding_header.as_deref(),
-                    self.cfg.max_insert_request_size,
-                    &mut sink.with(&mut batch),
-                )
-                .map_err(|e| Fail::bad(e.to_string()))?;
-                self.storage
-                    .push(&mut batch, deadline_after(self.cfg.max_queue_duration))
-                    .await?;
-                StatusCode::NO_CONTENT
-            }
-            BodyKind::Stream => {
-                let enc = ContentEncoding::parse(encoding_header.as_deref())
-                    .map_err(|e| Fail::bad(e.to_string()))?;
-                let ts_arg = route::query_arg(&query, "timestamp").unwrap_or_default();
-                let ts_arg =
-                    prometheus_text::parse_timestamp_arg(&String::from_utf8_lossy(&ts_arg))
-                        .map_err(|e| Fail::bad(e.to_string()))?;
-                let now_ms = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_millis() as i64;
-                let mut opts =
-                    PromTextOptions::new(prometheus_text::default_timestamp(ts_arg, now_ms));
-                opts.metadata = self.cfg.enable_metadata;
-                let mut parser = PromTextParser::new(opts);
-                let mut dec = BodyDecoder::stream(enc);
-                while let Some(chunk) = server::next_chunk(&mut body, self.cfg.body_read_timeout)
-                    .await
-                    .map_err(Fail::bad)?
+        let mut scratch = IngestScratch::default();
+        let request =
+            RequestConfig::new(ip.tenant, format.ingest_protocol()).with_extra_labels(extra);
+        let mut sink = Ingest::new(&config, request, &placement, &mut batch, &mut scratch);
+        let timeout = self.cfg.body_read_timeout;
+        let started = Instant::now();
+        let parsed: Result<(), Fail> = match format.kind {
+            Kind::RemoteWrite => {
+                match server::read_whole(&mut body, self.cfg.max_insert_request_size, timeout).await
                 {
-                    {
-                        let mut s = sink.with(&mut batch);
-                        dec.feed::<StreamError>(&chunk, &mut |piece: &[u8]| {
-                            parser.feed(piece, &mut s).map_err(StreamError::Line)
-                        })
-                        .map_err(|e| Fail::bad(e.to_string()))?;
-                    }
-                    if batch.bytes() >= PUSH_THRESHOLD {
-                        self.storage
-                            .push(&mut batch, deadline_after(self.cfg.max_queue_duration))
-                            .await?;
-                    }
-                }
-                {
-                    let mut s = sink.with(&mut batch);
-                    dec.finish::<StreamError>(&mut |piece: &[u8]| {
-                        parser.feed(piece, &mut s).map_err(StreamError::Line)
-                    })
-                    .map_err(|e| Fail::bad(e.to_string()))?;
-                    parser
-                        .finish(&mut s)
-                        .map_err(|e| Fail::bad(StreamError::Line(e).to_string()))?;
-                }
-                if !batch.is_empty() {
-                    self.storage
-                        .push(&mut batch, deadline_after(self.cfg.max_queue_duration))
-                        .await?;
-                }
-                if ip.suffix.contains("/metrics/job") {
-                    StatusCode::OK
-                } else {
-                    StatusCode::NO_CONTENT
+                    Err(e) => Err(Fail::bad(e)),
+                    Ok(raw) => remote_write::parse_compressed(
+                        &raw,
+                        encoding_header.as_deref(),
+                        self.cfg.max_insert_request_size,
+                        &mut sink,
+                    )
+                    .map_err(|e| {
+                        let status = StatusCode::from_u16(e.http_status())
+                            .unwrap_or(StatusCode::BAD_REQUEST);
+                        Fail(
+                            status,
+                            format!(
+                                "cannot read prometheus remote_write data from client in {} seconds: {e}",
+                                started.elapsed().as_secs()
+                            ),
+                        )
+                    }),
                 }
             }
-        };
-        self.account(format, ip.tenant, &sink);
-        Ok(server::empty(status))
-    }
-
-    fn account(&self, format: Format, tenant: TenantSel, sink: &BatchSink<'_>) {
-        let t = format.rows_type;
-        self.metrics.add(
-            &format!("vm_rows_inserted_total{{type=\"{t}\"}}"),
-            sink.rows_read as f64,
-        );
-        if let TenantSel::One(tn) = tenant {
-            self.metrics.add(
-                &format!(
-                    "vm_tenant_inserted_rows_total{{type=\"{t}\",accountID=\"{}\",projectID=\"{}\"}}",
-                    tn.account_id, tn.project_id
-                ),
-                sink.rows_read as f64,
-            );
-        }
-        if sink.invalid > 0 {
-            self.metrics.add(
-                &format!("vm_rows_invalid_total{{type=\"{t}\"}}"),
-                sink.invalid as f64,
-            );
-        }
-        for (reason, n) in [
-            ("too_many_labels", sink.ignored[0]),
-            ("too_long_label_name", sink.ignored[1]),
-            ("too_long_label_value", sink.ignored[2]),
-        ] {
-            if n > 0 {
-                self.metrics.add(
-                    &format!("vm_rows_ignored_total{{reason=\"{reason}\"}}"),
-                    n as f64,
+            Kind::PromText => {
+                let default_ts = prometheus_text::default_timestamp(prom_ts, now_ms());
+                let mut lines = Lines::new(
+                    DEFAULT_MAX_LINE_LEN,
+                    PromTextLines::new(default_ts, self.cfg.enable_metadata),
                 );
+                stream_lines(shared, &mut body, timeout, enc, &mut lines, &mut sink)
+                    .await
+                    .map_err(|e| e.into_fail("cannot decode Prometheus text exposition data: "))
             }
-        }
-    }
-}
-
-fn deadline_after(d: Duration) -> Instant {
-    Instant::now() + d
-}
-
-enum StreamError {
-    Body(BodyError),
-    Line(LineTooLong),
-}
-
-impl From<BodyError> for StreamError {
-    fn from(e: BodyError) -> StreamError {
-        StreamError::Body(e)
-    }
-}
-
-impl std::fmt::Display for StreamError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StreamError::Body(e) => write!(f, "{e}"),
-            StreamError::Line(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-/// The label pipeline between a parser and a batch: extra labels, empty values dropped, limits,
-/// multitenant tenant labels (spec formats/common.md §3). Relabeling and `-sortLabels` are not
-/// here; the core ingest pipeline (core/src/ingest.rs) replaces this once it lands.
-struct BatchSink<'a> {
-    cfg: &'a HttpConfig,
-    placement: &'a Placement,
-    tenant: TenantSel,
-    extra: &'a [(Vec<u8>, Vec<u8>)],
-    shard_key: ShardKey,
-    rows_read: u64,
-    invalid: u64,
-    ignored: [u64; 3],
-}
-
-struct BoundSink<'s, 'a> {
-    sink: &'s mut BatchSink<'a>,
-    batch: &'s mut Batch,
-}
-
-impl<'a> BatchSink<'a> {
-    fn new(
-        cfg: &'a HttpConfig,
-        placement: &'a Arc<Placement>,
-        tenant: TenantSel,
-        extra: &'a [(Vec<u8>, Vec<u8>)],
-        shard_key: ShardKey,
-    ) -> BatchSink<'a> {
-        BatchSink {
-            cfg,
-            placement,
-            tenant,
-            extra,
-            shard_key,
-            rows_read: 0,
-            invalid: 0,
-            ignored: [0; 3],
-        }
-    }
-
-    fn with<'s>(&'s mut self, batch: &'s mut Batch) -> BoundSink<'s, 'a> {
-        BoundSink { sink: self, batch }
-    }
-}
-
-impl Sink for BoundSink<'_, '_> {
-    fn series(&mut self, labels: &[Label<'_>], samples: &[Sample]) {
-        let s = &mut *self.sink;
-        s.rows_read += samples.len() as u64;
-        let mut ls: Vec<Label<'_>> = labels
-            .iter()
-            .filter(|l| !l.value.is_empty())
-            .copied()
-            .collect();
-        for (n, v) in s.extra {
-            if !v.is_empty() {
-                ls.push(Label::new(n, v));
+            Kind::JsonImport => {
+                let mut lines =
+                    Lines::new(shared.formats.import_max_line_len, JsonLines::default());
+                stream_lines(shared, &mut body, timeout, enc, &mut lines, &mut sink)
+                    .await
+                    .map_err(|e| e.into_fail("cannot parse JSON lines: "))
             }
-        }
-        if ls.is_empty() {
-            return;
-        }
-        let cfg = s.cfg;
-        if cfg.max_labels_per_timeseries > 0 && ls.len() > cfg.max_labels_per_timeseries {
-            s.ignored[0] += 1;
-            return;
-        }
-        if ls.iter().any(|l| l.name.len() > cfg.max_label_name_len) {
-            s.ignored[1] += 1;
-            return;
-        }
-        if ls.iter().any(|l| l.value.len() > cfg.max_label_value_len) {
-            s.ignored[2] += 1;
-            return;
-        }
-        let tenant = match s.tenant {
-            TenantSel::One(t) => t,
-            TenantSel::Multitenant => {
-                let mut t = Tenant::default();
-                for l in &ls {
-                    let num = || {
-                        std::str::from_utf8(l.value)
-                            .ok()
-                            .and_then(|v| v.parse::<u32>().ok())
-                            .unwrap_or(0)
-                    };
-                    match l.name {
-                        b"vm_account_id" | b"VictoriaMetrics_AccountID" => t.account_id = num(),
-                        b"vm_project_id" | b"VictoriaMetrics_ProjectID" => t.project_id = num(),
-                        _ => {}
+            Kind::Csv => {
+                let mut csv = CsvLines::new(csv_format.expect("parsed above"), now_ms());
+                csv.trim_ms = shared.formats.csv_trim_ms;
+                let mut lines = Lines::new(DEFAULT_MAX_LINE_LEN, csv);
+                stream_lines(shared, &mut body, timeout, enc, &mut lines, &mut sink)
+                    .await
+                    .map_err(|e| e.into_fail("cannot parse CSV data: "))
+            }
+            Kind::InfluxWrite => {
+                let db = route::query_arg(&query, "db").unwrap_or_default();
+                let precision = Precision::from_query(
+                    &route::query_arg(&query, "precision").unwrap_or_default(),
+                );
+                let stream_mode = shared.formats.influx_force_stream_mode
+                    || stream_mode_header.as_deref() == Some("1");
+                if stream_mode {
+                    let mut lines = Lines::new(
+                        shared.formats.influx_max_line_size,
+                        InfluxLines {
+                            parser: InfluxParser::new(),
+                            formats: self.ingest.clone(),
+                            db,
+                            precision,
+                        },
+                    );
+                    stream_lines(shared, &mut body, timeout, enc, &mut lines, &mut sink)
+                        .await
+                        .map_err(|e| with_influx_docs(e.into_fail(influx_prefix)))
+                } else {
+                    let max = shared.formats.influx_max_request_size;
+                    match server::read_whole(&mut body, max, timeout).await {
+                        Err(e) => Err(with_influx_docs(Fail::bad(format!("{influx_prefix}{e}")))),
+                        Ok(raw) => match decode_whole(&raw, enc, max) {
+                            Err(e) => Err(with_influx_docs(Fail::bad(format!(
+                                "{influx_prefix}cannot decompress data: {e}"
+                            )))),
+                            Ok(data) => {
+                                drop(raw);
+                                let opts = shared.formats.influx(&db, precision);
+                                InfluxParser::new()
+                                    .parse_batch(&data, now_ms(), &opts, &mut sink)
+                                    .map_err(|e| {
+                                        with_influx_docs(Fail::bad(format!("{influx_prefix}{e}")))
+                                    })
+                            }
+                        },
                     }
                 }
-                ls.retain(|l| l.name != b"vm_account_id" && l.name != b"vm_project_id");
-                t
             }
+            Kind::InfluxQuery | Kind::InfluxHealth => Ok(()),
         };
-        self.batch
-            .add_series(s.placement, tenant, &ls, s.shard_key, samples);
-    }
-
-    fn invalid(&mut self, _line: u64, _reason: &str) {
-        self.sink.invalid += 1;
+        let stats = sink.finish();
+        shared.account(format.rows_type, &stats);
+        // Rows parsed before an error are kept, as vminsert keeps blocks parsed before it.
+        let pushed = shared.push(&mut batch).await;
+        parsed?;
+        pushed?;
+        let status = match format.kind {
+            Kind::PromText
+                if ip
+                    .suffix
+                    .starts_with("prometheus/api/v1/import/prometheus/metrics/job/") =>
+            {
+                StatusCode::OK
+            }
+            _ => StatusCode::NO_CONTENT,
+        };
+        Ok(server::empty(status))
     }
 }
 
@@ -563,14 +698,32 @@ mod tests {
             "prometheus/api/v1/write",
             "prometheus/api/v1/push",
         ] {
-            assert_eq!(format_for(s).unwrap().rows_type, "promremotewrite", "{s}");
+            assert_eq!(format_for(s).unwrap().kind, Kind::RemoteWrite, "{s}");
         }
         let f = format_for("prometheus/api/v1/import/prometheus/metrics/job/x").unwrap();
+        assert_eq!((f.rows_type, f.kind), ("prometheus", Kind::PromText));
         assert_eq!(
-            (f.rows_type, f.shard_key),
-            ("prometheus", ShardKey::MetricName)
+            format_for("prometheus/api/v1/import").unwrap().kind,
+            Kind::JsonImport
         );
+        assert_eq!(
+            format_for("prometheus/api/v1/import/csv").unwrap().kind,
+            Kind::Csv
+        );
+        assert_eq!(
+            format_for("influx/api/v2/write").unwrap().kind,
+            Kind::InfluxWrite
+        );
+        assert_eq!(format_for("influx/query").unwrap().kind, Kind::InfluxQuery);
+        assert!(format_for("influx/health").unwrap().is_influx());
         assert!(format_for("prometheus/api/v1/writes").is_none());
+        assert!(format_for("prometheus/api/v1/import/csv/").is_none());
         assert!(format_for("nope").is_none());
+    }
+
+    #[test]
+    fn compressed_input_is_fed_in_small_steps() {
+        assert!(decode_step(ContentEncoding::Zstd) * 32 * 1024 <= 4 << 20);
+        assert!(decode_step(ContentEncoding::Gzip) * 1032 <= 2 << 20);
     }
 }

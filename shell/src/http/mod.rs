@@ -3,5 +3,6 @@
 
 pub mod gateway;
 pub mod limiter;
+pub mod opentsdb;
 pub mod route;
 pub mod server;

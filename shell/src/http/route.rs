@@ -1,15 +1,10 @@
 //! `/insert/...` path and tenant parsing (spec: flags-and-endpoints.md §3.2, formats/common.md §2).
 //! Pure functions so every rule is unit-tested without a socket.
 
-use shardgate_core::Tenant;
+use shardgate_core::ingest;
 
-/// Whose series these are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TenantSel {
-    One(Tenant),
-    /// Per series from `vm_account_id`/`vm_project_id` labels.
-    Multitenant,
-}
+/// Whose series these are: one tenant, or per series from `vm_account_id`/`vm_project_id`.
+pub use shardgate_core::ingest::TenantMode as TenantSel;
 
 /// A parsed insert path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,38 +22,10 @@ pub enum PathError {
     Message(String),
 }
 
-/// Parse a tenant token: `multitenant`, `accountID` or `accountID:projectID`.
+/// Parse a tenant token: `multitenant`, `accountID` or `accountID:projectID` (vminsert's
+/// error texts come from the core).
 pub fn parse_tenant(token: &str) -> Result<TenantSel, String> {
-    if token == "multitenant" {
-        return Ok(TenantSel::Multitenant);
-    }
-    let bad = || {
-        format!(
-            "auth error: cannot parse authToken {token:?}: cannot parse accountID and projectID"
-        )
-    };
-    let (a, p) = match token.split_once(':') {
-        Some((a, p)) => (a, Some(p)),
-        None => (token, None),
-    };
-    let account = parse_u32(a).ok_or_else(bad)?;
-    let project = match p {
-        Some(p) => parse_u32(p).ok_or_else(bad)?,
-        None => 0,
-    };
-    Ok(TenantSel::One(Tenant::new(account, project)))
-}
-
-/// Decimal uint32: digits only (leading zeros allowed), no sign, no spaces.
-fn parse_u32(s: &str) -> Option<u32> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-fn looks_like_tenant(t: &str) -> bool {
-    t == "multitenant" || t.find(':').is_some_and(|i| i > 0) || parse_u32(t).is_some()
+    ingest::parse_tenant_mode(token).map_err(|e| e.to_string())
 }
 
 /// Tenant from the `AccountID` / `ProjectID` headers (missing or empty ones count as 0).
@@ -66,14 +33,7 @@ pub fn tenant_from_headers(
     account: Option<&str>,
     project: Option<&str>,
 ) -> Result<TenantSel, String> {
-    let account = account.unwrap_or("");
-    let project = project.unwrap_or("");
-    if account == "multitenant" {
-        return Ok(TenantSel::Multitenant);
-    }
-    let a = if account.is_empty() { "0" } else { account };
-    let p = if project.is_empty() { "0" } else { project };
-    parse_tenant(&format!("{a}:{p}"))
+    ingest::tenant_from_headers(account, project).map_err(|e| e.to_string())
 }
 
 /// Split `/insert/<tenant>/<suffix>` (or `/insert/<suffix>` with header tenancy).
@@ -109,7 +69,7 @@ pub fn parse_insert_path(
         Some((t, a)) => (t, Some(a)),
         None => (rest, None),
     };
-    let (tenant, suffix) = if !via_headers || looks_like_tenant(token) {
+    let (tenant, suffix) = if !via_headers || ingest::looks_like_tenant(token) {
         let suffix = after.map(|a| a.trim_start_matches('/')).unwrap_or("");
         if suffix.is_empty() && !via_headers {
             return Err(PathError::Message(format!(
@@ -170,13 +130,23 @@ pub fn query_pairs(query: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         .collect()
 }
 
+/// Query-string decoding: `%XX` escapes and `+` as a space.
 pub fn percent_decode(s: &str) -> Vec<u8> {
+    decode(s, true)
+}
+
+/// URL path decoding: `%XX` escapes only (a `+` stays a `+`), as Go's `URL.Path` holds it.
+pub fn path_decode(s: &str) -> String {
+    String::from_utf8_lossy(&decode(s, false)).into_owned()
+}
+
+fn decode(s: &str, plus_is_space: bool) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
                 (Some(h), Some(l)) => {
                     out.push(h << 4 | l);
@@ -203,9 +173,10 @@ fn hex(c: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shardgate_core::Tenant;
 
     fn one(a: u32, p: u32) -> TenantSel {
-        TenantSel::One(Tenant::new(a, p))
+        TenantSel::Fixed(Tenant::new(a, p))
     }
 
     fn ok(path: &str) -> InsertPath {
@@ -304,5 +275,6 @@ mod tests {
         assert!(extra_labels("extra_label=novalue").is_err());
         assert_eq!(percent_decode("a%2"), b"a%2");
         assert_eq!(percent_decode("%41+b"), b"A b");
+        assert_eq!(path_decode("/a%2Fb+c"), "/a/b+c");
     }
 }

@@ -2,7 +2,7 @@
 //! Framing is hyper's; this file only wires sockets, timers and limits.
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -172,13 +172,17 @@ pub async fn serve(
     }
 }
 
-async fn serve_conn(
-    stream: Async<TcpStream>,
+/// Serve HTTP/1.1 on one already accepted connection (any byte stream: the OpenTSDB port hands
+/// over sockets whose first byte it has already read).
+pub async fn serve_conn<S>(
+    stream: S,
     peer: SocketAddr,
     limits: ServerLimits,
     ctl: Arc<ServerControl>,
     handler: Handler,
-) {
+) where
+    S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + Send + 'static,
+{
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         ctl.in_flight.fetch_add(1, Ordering::SeqCst);
         let guard = InFlight(ctl.clone());
