@@ -224,7 +224,11 @@ impl<'a> Ingest<'a> {
         let protocol = self.request.protocol;
         let relabel = config.relabel.is_active();
 
+        // Labels with empty values never enter the pipeline (common.md §3): they are neither
+        // encoded nor part of the shard key.
+        let has_empty_value = parsed.iter().any(|l| l.value.is_empty());
         if !relabel
+            && !has_empty_value
             && name_last.is_none()
             && self.request.extra_labels.is_empty()
             && !config.sort_labels
@@ -267,7 +271,10 @@ impl<'a> Ingest<'a> {
                 };
                 set.push(name, value);
             };
-            parsed.iter().for_each(|l| push(l.name, l.value));
+            parsed
+                .iter()
+                .filter(|l| !l.value.is_empty())
+                .for_each(|l| push(l.name, l.value));
             extra.iter().for_each(|l| push(&l.name, &l.value));
             if let Some(name) = name_last.filter(|n| !n.is_empty()) {
                 push(b"", name);
@@ -286,7 +293,7 @@ impl<'a> Ingest<'a> {
                 value: &l.value,
             }));
         } else {
-            list.extend_from_slice(parsed);
+            list.extend(parsed.iter().filter(|l| !l.value.is_empty()));
             list.extend(extra.iter().map(OwnedLabel::as_label));
         }
         // Without relabeling Influx checks the tags as a set and its name on its own.
