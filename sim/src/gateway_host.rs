@@ -18,7 +18,7 @@ use shardgate_core::route::{Batch, Placement, ShardKey};
 use shardgate_core::stats::RouterStats;
 use shardgate_core::wire::row::decode_block;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
 use turmoil::net::{TcpListener, TcpStream};
 
 use crate::ledger::{ConnKey, GatewayCounters, RowKey, Shared};
@@ -73,7 +73,10 @@ struct Host {
     /// Wakes the driver: something was fed into the core.
     wake: Notify,
     /// Bumped after every driver pass, so pushers blocked on overload retry.
-    progress: watch::Sender<u64>,
+    /// Woken whenever the core may have made room. A `Notify` wakes its waiters in the order
+    /// they registered; tokio's `watch` picks a random shard per waiter, which would make the
+    /// order of retried pushes differ from process to process.
+    progress: Notify,
 }
 
 /// The gateway's software; turmoil calls it again if the host is restarted.
@@ -91,7 +94,7 @@ pub async fn run(ledger: Shared, p: GatewayParams) -> turmoil::Result {
         p,
         core: RefCell::new(core),
         wake: Notify::new(),
-        progress: watch::channel(0).0,
+        progress: Notify::new(),
     });
     let listener = TcpListener::bind(("0.0.0.0", CLIENT_PORT)).await?;
     tokio::task::spawn_local(accept_clients(host.clone(), listener));
@@ -105,7 +108,7 @@ async fn drive(host: Rc<Host>) -> turmoil::Result {
             let t = now();
             if core.gw.poll_timeout().is_some_and(|d| d <= t) {
                 core.gw.handle_timeout(t);
-                host.progress.send_modify(|n| *n += 1);
+                host.progress.notify_waiters();
             }
             drain_outputs(&host, &mut core);
             restart_step(&host, &mut core);
@@ -117,6 +120,7 @@ async fn drive(host: Rc<Host>) -> turmoil::Result {
             None => tokio::time::sleep(POLL),
         };
         tokio::select! {
+            biased;
             _ = host.wake.notified() => {}
             _ = sleep => {}
             _ = tokio::time::sleep(POLL) => {}
@@ -238,6 +242,7 @@ async fn conn_task(host: Rc<Host>, conn: ConnId, id: u64, mut rx: mpsc::Unbounde
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         tokio::select! {
+            biased;
             // A healed partition that lost segments: turmoil never retransmits, so this
             // connection has a hole; real TCP's user timeout would have killed it.
             _ = tokio::time::sleep(POLL) => {
@@ -346,8 +351,9 @@ async fn handle_request(host: &Rc<Host>, body: &[u8]) -> u8 {
     }
     let mut waiting = batch_rows(&batch);
     loop {
-        let mut progress = host.progress.subscribe();
-        progress.mark_unchanged();
+        let progress = host.progress.notified();
+        tokio::pin!(progress);
+        progress.as_mut().enable();
         let result = {
             let mut core = host.core.borrow_mut();
             let result = core.gw.push(&mut batch, now());
@@ -363,9 +369,7 @@ async fn handle_request(host: &Rc<Host>, body: &[u8]) -> u8 {
             Err(PushError::ShuttingDown) => return REPLY_SHUTTING_DOWN,
             // vminsert blocks the request until the router makes room.
             Err(PushError::Overload) => {
-                if progress.changed().await.is_err() {
-                    return REPLY_SHUTTING_DOWN;
-                }
+                progress.await;
             }
         }
     }
@@ -462,7 +466,7 @@ pub fn from_router_stats(s: &RouterStats, buffered_bytes: usize) -> GatewayCount
 /// overload try again.
 fn fed(host: &Host) {
     host.wake.notify_one();
-    host.progress.send_modify(|n| *n += 1);
+    host.progress.notify_waiters();
 }
 
 fn event(host: &Host, what: std::fmt::Arguments<'_>) {

@@ -164,6 +164,7 @@ async fn serve(ledger: Shared, p: StorageParams, stream: TcpStream, peer: Socket
         }
         let deadline = conn.poll_timeout();
         tokio::select! {
+            biased;
             r = rd.read(&mut buf) => match r {
                 Ok(0) | Err(_) => conn.handle_closed(now()),
                 Ok(n) => conn.handle_input(&buf[..n], now()),

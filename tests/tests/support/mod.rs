@@ -25,23 +25,10 @@ pub fn vectors_dir(sub: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors")).join(sub)
 }
 
-/// The gateway binary. The test executable lives in `<target>/<profile>/deps/`, and cargo puts
-/// the workspace binaries in `<target>/<profile>/`, so the binary is `<exe dir>/../shardgate`.
-/// `cargo test --workspace` builds it first; `cargo test -p shardgate-e2e` alone does not.
+/// The gateway binary, built for this test run's profile and target directory on first use
+/// (`cargo test` builds test harnesses, not the shell's binaries).
 pub fn shardgate_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("path of the test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test executable lives in <target>/<profile>/deps");
-    let bin = profile_dir.join("shardgate");
-    assert!(
-        bin.is_file(),
-        "the shardgate binary is missing at {}: run `cargo build -p shardgate --bins` with the same \
-         profile and CARGO_TARGET_DIR first (`cargo test --workspace` does this by itself)",
-        bin.display()
-    );
-    bin
+    shardgate_e2e::bin("shardgate")
 }
 
 /// Milliseconds since the Unix epoch, for comparing "now" timestamps.
