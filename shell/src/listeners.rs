@@ -315,13 +315,12 @@ async fn tcp_lines<H: LineHandler>(
             pending.drain(..n);
             n
         };
-        let (_slot, _) = ctx
+        // Taken only once a read brought data, so an idle connection holds no slot.
+        let _slot = ctx
             .limiter
-            .acquire(Instant::now() + shared.max_queue_duration)
+            .take(shared.max_queue_duration)
             .await
-            .map_err(|()| {
-                "cannot obtain an insert slot within -insert.maxQueueDuration".to_string()
-            })?;
+            .map_err(|e| e.to_string())?;
         let config = shared.config();
         let request = RequestConfig::new(TenantMode::Multitenant, proto.ingest_protocol());
         let mut sink = Ingest::new(&config, request, &placement, &mut batch, &mut scratch);

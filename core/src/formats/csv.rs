@@ -428,13 +428,16 @@ pub mod go_time {
         let b = layout.as_bytes();
         let mut i = 0;
         while i < b.len() {
-            let rest = &layout[i..];
+            // Bytes, not `str`: `i` walks through multi-byte characters of the literal text,
+            // and every element starts with an ASCII byte, so the splits below stay on
+            // character boundaries.
+            let rest = &b[i..];
             let hit: Option<(Std, usize)> = match b[i] {
-                b'J' if rest.starts_with("January") => Some((Std::LongMonth, 7)),
-                b'J' if rest.starts_with("Jan") => Some((Std::Month, 3)),
-                b'M' if rest.starts_with("Monday") => Some((Std::LongWeekDay, 6)),
-                b'M' if rest.starts_with("Mon") => Some((Std::WeekDay, 3)),
-                b'M' if rest.starts_with("MST") => Some((Std::TZ, 3)),
+                b'J' if rest.starts_with(b"January") => Some((Std::LongMonth, 7)),
+                b'J' if rest.starts_with(b"Jan") => Some((Std::Month, 3)),
+                b'M' if rest.starts_with(b"Monday") => Some((Std::LongWeekDay, 6)),
+                b'M' if rest.starts_with(b"Mon") => Some((Std::WeekDay, 3)),
+                b'M' if rest.starts_with(b"MST") => Some((Std::TZ, 3)),
                 b'0' if rest.len() >= 2 && (b'1'..=b'6').contains(&b[i + 1]) => Some((
                     match b[i + 1] {
                         b'1' => Std::ZeroMonth,
@@ -446,22 +449,22 @@ pub mod go_time {
                     },
                     2,
                 )),
-                b'0' if rest.starts_with("002") => Some((Std::ZeroYearDay, 3)),
-                b'1' if rest.starts_with("15") => Some((Std::Hour, 2)),
+                b'0' if rest.starts_with(b"002") => Some((Std::ZeroYearDay, 3)),
+                b'1' if rest.starts_with(b"15") => Some((Std::Hour, 2)),
                 b'1' => Some((Std::NumMonth, 1)),
-                b'2' if rest.starts_with("2006") => Some((Std::LongYear, 4)),
+                b'2' if rest.starts_with(b"2006") => Some((Std::LongYear, 4)),
                 b'2' => Some((Std::Day, 1)),
-                b'_' if rest.starts_with("_2006") => {
+                b'_' if rest.starts_with(b"_2006") => {
                     // "_2006" is a literal underscore followed by a year.
                     return (&layout[..i + 1], Some(Std::LongYear), &layout[i + 5..]);
                 }
-                b'_' if rest.starts_with("__2") => Some((Std::UnderYearDay, 3)),
-                b'_' if rest.starts_with("_2") => Some((Std::UnderDay, 2)),
+                b'_' if rest.starts_with(b"__2") => Some((Std::UnderYearDay, 3)),
+                b'_' if rest.starts_with(b"_2") => Some((Std::UnderDay, 2)),
                 b'3' => Some((Std::Hour12, 1)),
                 b'4' => Some((Std::Minute, 1)),
                 b'5' => Some((Std::Second, 1)),
-                b'P' if rest.starts_with("PM") => Some((Std::PM, 2)),
-                b'p' if rest.starts_with("pm") => Some((Std::Pm, 2)),
+                b'P' if rest.starts_with(b"PM") => Some((Std::PM, 2)),
+                b'p' if rest.starts_with(b"pm") => Some((Std::Pm, 2)),
                 b'-' => [
                     ("-07:00:00", Std::NumColonSecondsTZ),
                     ("-070000", Std::NumSecondsTz),
@@ -470,7 +473,7 @@ pub mod go_time {
                     ("-07", Std::NumShortTZ),
                 ]
                 .iter()
-                .find(|(p, _)| rest.starts_with(p))
+                .find(|(p, _)| rest.starts_with(p.as_bytes()))
                 .map(|(p, s)| (*s, p.len())),
                 b'Z' => [
                     ("Z07:00:00", Std::Iso8601ColonSecondsTZ),
@@ -480,7 +483,7 @@ pub mod go_time {
                     ("Z07", Std::Iso8601ShortTZ),
                 ]
                 .iter()
-                .find(|(p, _)| rest.starts_with(p))
+                .find(|(p, _)| rest.starts_with(p.as_bytes()))
                 .map(|(p, s)| (*s, p.len())),
                 b'.' | b',' if rest.len() >= 2 && (b[i + 1] == b'0' || b[i + 1] == b'9') => {
                     let ch = b[i + 1];
@@ -536,7 +539,12 @@ pub mod go_time {
     fn lookup(names: &[&str], value: &str, abbr: bool) -> Option<(usize, usize)> {
         for (i, n) in names.iter().enumerate() {
             let n = if abbr { &n[..3] } else { n };
-            if value.len() >= n.len() && value[..n.len()].eq_ignore_ascii_case(n) {
+            // Compared as bytes: the value may hold a multi-byte character where the name ends.
+            if value
+                .as_bytes()
+                .get(..n.len())
+                .is_some_and(|v| v.eq_ignore_ascii_case(n.as_bytes()))
+            {
                 return Some((i, n.len()));
             }
         }
@@ -586,11 +594,10 @@ pub mod go_time {
                 value = value.trim_start_matches(' ');
                 continue;
             }
-            if value.is_empty() || value.as_bytes()[0] != prefix.as_bytes()[0] {
-                return None;
-            }
-            prefix = &prefix[1..];
-            value = &value[1..];
+            // Whole characters, so a multi-byte one is never cut in half.
+            let c = prefix.chars().next()?;
+            value = value.strip_prefix(c)?;
+            prefix = &prefix[c.len_utf8()..];
         }
         Some(value)
     }
@@ -877,6 +884,25 @@ pub mod go_time {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_layouts_with_multibyte_text_never_panic() {
+        // Found by the csv fuzz target: the layout's literal text held a multi-byte character,
+        // and the layout, the literal matching and the month lookup all cut strings in the
+        // middle of one.
+        let p = |l: &str, v: &str| go_time::parse(l, v);
+        assert_eq!(p("200Z-09\u{e5}70:00", "2023-10-K1"), None);
+        assert_eq!(
+            p(
+                "2006\u{5e74}01\u{6708}02\u{65e5}",
+                "2023\u{5e74}11\u{6708}14\u{65e5}"
+            ),
+            Some(1_699_920_000_000)
+        );
+        assert_eq!(p("2006\u{5e74}", "2023\u{5e75}"), None);
+        assert_eq!(p("January", "\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}"), None);
+        assert_eq!(p("Jan 2006", "\u{e9}\u{e9} 2023"), None);
+    }
 
     #[test]
     fn go_layouts() {

@@ -131,17 +131,34 @@ impl Default for InfluxOptions<'static> {
     }
 }
 
-/// Why batch mode refused a body: the first bad line.
+/// Why batch mode refused a body: the first bad line. It reads as vminsert's message:
+/// `incorrect influx line "<the body from the bad line on>": <reason>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InfluxError {
     /// 1-based line number within the body.
     pub line: u64,
-    pub reason: &'static str,
+    /// What is wrong with the line, in vminsert's words where known (the vectors show
+    /// `cannot find Whitespace I in "bad"` and `missing field value for "line"`).
+    pub reason: String,
+    /// The body from the start of the bad line to its end, as vminsert quotes it, cut at
+    /// [`MAX_QUOTED_REST`] bytes so a huge body cannot make a huge error text.
+    pub rest: Vec<u8>,
+    /// Whether `rest` was cut.
+    pub rest_cut: bool,
 }
+
+/// The most of the remaining body an [`InfluxError`] quotes.
+pub const MAX_QUOTED_REST: usize = 4096;
 
 impl std::fmt::Display for InfluxError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "incorrect influx line #{}: {}", self.line, self.reason)
+        let cut = if self.rest_cut { "..." } else { "" };
+        write!(
+            f,
+            "incorrect influx line {}{cut}: {}",
+            go_quote(&self.rest),
+            self.reason
+        )
     }
 }
 
@@ -224,7 +241,7 @@ impl InfluxParser {
         let ok = match self.parse_into(line, 0, line.len()) {
             Ok(()) => true,
             Err(reason) => {
-                sink.invalid(line_no, reason);
+                sink.invalid(line_no, &reason);
                 false
             }
         };
@@ -247,7 +264,7 @@ impl InfluxParser {
         for_each_line(block, |n, line| {
             let start = line.as_ptr() as usize - base;
             if let Err(reason) = self.parse_into(block, start, start + line.len()) {
-                sink.invalid(first_line_no + n - 1, reason);
+                sink.invalid(first_line_no + n - 1, &reason);
             }
         });
         self.emit(block, now_ms, opts, sink);
@@ -271,7 +288,14 @@ impl InfluxParser {
             }
             let start = line.as_ptr() as usize - base;
             if let Err(reason) = self.parse_into(body, start, start + line.len()) {
-                first_error = Some(InfluxError { line: n, reason });
+                let rest = &body[start..];
+                let kept = rest.len().min(MAX_QUOTED_REST);
+                first_error = Some(InfluxError {
+                    line: n,
+                    reason,
+                    rest: rest[..kept].to_vec(),
+                    rest_cut: kept < rest.len(),
+                });
             }
         });
         if let Some(e) = first_error {
@@ -291,7 +315,7 @@ impl InfluxParser {
 
     /// Parse `src[start..end]` (one line without its newline) and record it. On error nothing
     /// is recorded.
-    fn parse_into(&mut self, src: &[u8], start: usize, end: usize) -> Result<(), &'static str> {
+    fn parse_into(&mut self, src: &[u8], start: usize, end: usize) -> Result<(), String> {
         let line = &src[start..end];
         if line.is_empty() || line[0] == b'#' {
             return Ok(());
@@ -322,10 +346,10 @@ impl InfluxParser {
         src: &[u8],
         start: usize,
         end: usize,
-    ) -> Result<(Span, i64), &'static str> {
+    ) -> Result<(Span, i64), String> {
         let line = &src[start..end];
         let sp = next_unescaped(line, b' ')
-            .ok_or("cannot find the space after the measurement and tags")?;
+            .ok_or_else(|| format!("cannot find Whitespace I in {}", go_quote(line)))?;
         let mt_end = start + sp;
         let mut rest = start + sp + 1;
         while rest < end && src[rest] == b' ' {
@@ -341,7 +365,9 @@ impl InfluxParser {
                 loop {
                     let chunk = &src[pos..mt_end];
                     let tag_end = next_unescaped(chunk, b',').map_or(mt_end, |n| pos + n);
-                    let eq = next_unescaped(&src[pos..tag_end], b'=').ok_or("tag without '='")?;
+                    let tag = &src[pos..tag_end];
+                    let eq = next_unescaped(tag, b'=')
+                        .ok_or_else(|| format!("missing tag value for {}", go_quote(tag)))?;
                     let key = self.unescape(src, pos, pos + eq);
                     let value = self.unescape(src, pos + eq + 1, tag_end);
                     if !key.is_empty() && !value.is_empty() {
@@ -375,7 +401,7 @@ impl InfluxParser {
             let chunk = &src[pos..fields_end];
             let field_end = next_unquoted(chunk, b',', quoted).map_or(fields_end, |n| pos + n);
             if let Err(e) = self.parse_field(src, pos, field_end, quoted) {
-                return Err(if http_hint { HTTP_HINT } else { e });
+                return Err(if http_hint { HTTP_HINT.to_string() } else { e });
             }
             if field_end == fields_end {
                 break;
@@ -386,8 +412,13 @@ impl InfluxParser {
             None | Some(b"") => 0,
             Some(t) => match parse_int(t) {
                 Some(ts) => ts,
-                None if t.starts_with(b"HTTP/") => return Err(HTTP_HINT),
-                None => return Err("cannot parse the timestamp as an integer"),
+                None if t.starts_with(b"HTTP/") => return Err(HTTP_HINT.to_string()),
+                None => {
+                    return Err(format!(
+                        "cannot parse timestamp {}: it must be an integer",
+                        go_quote(t)
+                    ))
+                }
             },
         };
         Ok((measurement, timestamp))
@@ -399,13 +430,20 @@ impl InfluxParser {
         start: usize,
         end: usize,
         quoted: bool,
-    ) -> Result<(), &'static str> {
-        let eq = next_unescaped(&src[start..end], b'=').ok_or("field without '='")?;
+    ) -> Result<(), String> {
+        let field = &src[start..end];
+        let eq = next_unescaped(field, b'=')
+            .ok_or_else(|| format!("missing field value for {}", go_quote(field)))?;
         let key = self.unescape(src, start, start + eq);
         if key.is_empty() {
-            return Err("empty field key");
+            return Err("field key cannot be empty".into());
         }
-        let value = parse_field_value(&src[start + eq + 1..end], quoted)?;
+        let value = parse_field_value(&src[start + eq + 1..end], quoted).map_err(|e| {
+            format!(
+                "cannot parse field value for {}: {e}",
+                go_quote(&field[..eq])
+            )
+        })?;
         self.fields.push(Field { key, value });
         Ok(())
     }
@@ -525,13 +563,16 @@ pub(crate) fn trim(ts: i64, trim_ms: i64, threshold_ms: i64) -> i64 {
     }
 }
 
-fn parse_field_value(s: &[u8], quoted: bool) -> Result<f64, &'static str> {
+fn parse_field_value(s: &[u8], quoted: bool) -> Result<f64, String> {
     let Some(&last) = s.last() else {
-        return Err("empty field value");
+        return Err("field value cannot be empty".into());
     };
     if quoted && s[0] == b'"' {
         if s.len() < 2 || last != b'"' {
-            return Err("quoted field value without a closing quote");
+            return Err(format!(
+                "missing closing quote for quoted field value {}",
+                go_quote(s)
+            ));
         }
         // Agents sometimes send numbers as strings; anything else becomes 0.
         return Ok(parse_float_lenient(&s[1..s.len() - 1]));
@@ -539,16 +580,59 @@ fn parse_field_value(s: &[u8], quoted: bool) -> Result<f64, &'static str> {
     match last {
         b'i' => parse_int(&s[..s.len() - 1])
             .map(|v| v as f64)
-            .ok_or("bad integer field value"),
+            .ok_or_else(|| format!("cannot parse int value {}", go_quote(s))),
         b'u' => parse_uint(&s[..s.len() - 1])
             .map(|v| v as f64)
-            .ok_or("bad unsigned field value"),
+            .ok_or_else(|| format!("cannot parse uint value {}", go_quote(s))),
         _ => Ok(match s {
             b"t" | b"T" | b"true" | b"True" | b"TRUE" => 1.0,
             b"f" | b"F" | b"false" | b"False" | b"FALSE" => 0.0,
             _ => parse_float(s).unwrap_or(0.0),
         }),
     }
+}
+
+/// Go's `%q` of bytes, which vminsert's error texts use: printable text as is, `"` and `\`
+/// escaped, the usual C escapes, `\xNN` for other ASCII controls and for bytes that are not
+/// UTF-8, `\uNNNN`/`\UNNNNNNNN` for other non-printable characters.
+fn go_quote(s: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for chunk in s.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\x07' => out.push_str("\\a"),
+                '\x08' => out.push_str("\\b"),
+                '\x0c' => out.push_str("\\f"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\x0b' => out.push_str("\\v"),
+                ' ' => out.push(' '),
+                c if c.is_ascii() && !c.is_ascii_graphic() => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                // Go prints letters, marks, numbers, punctuation and symbols; other spaces,
+                // controls and format characters are escaped.
+                c if c.is_control() || c.is_whitespace() || c == '\u{feff}' => {
+                    if (c as u32) < 0x10000 {
+                        let _ = write!(out, "\\u{:04x}", c as u32);
+                    } else {
+                        let _ = write!(out, "\\U{:08x}", c as u32);
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The first `ch` not preceded by an odd run of backslashes.
@@ -808,5 +892,82 @@ mod tests {
         assert_eq!(c.invalid.len(), 1);
         assert_eq!(c.invalid[0].0, 7);
         assert_eq!(c.invalid[0].1, HTTP_HINT);
+    }
+
+    /// The recorded vminsert answers to refused Influx batch bodies carry our error text
+    /// between the route's prefix and the docs hint.
+    #[test]
+    fn batch_errors_read_like_the_recorded_responses() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/");
+        let mut checked = 0;
+        for file in [
+            "formats/influx-invalid-line.json",
+            "formats-extra/influx-stream-mode.json",
+        ] {
+            let text = std::fs::read_to_string(format!("{dir}{file}")).expect("vector file");
+            let v: serde_json::Value = serde_json::from_str(&text).expect("vector json");
+            let sends = v["send"].as_array().expect("send");
+            let responses = v["responses"].as_array().expect("responses");
+            for (send, resp) in sends.iter().zip(responses) {
+                if resp["status"] != 400 {
+                    continue;
+                }
+                let body = send["body"].as_str().expect("text body").as_bytes();
+                let err = InfluxParser::new()
+                    .parse_batch(
+                        body,
+                        NOW,
+                        &InfluxOptions::default(),
+                        &mut Collect::default(),
+                    )
+                    .expect_err(file);
+                let recorded = resp["body"].as_str().expect("response body");
+                let inner = recorded
+                    .strip_prefix("cannot process influx line protocol data: ")
+                    .and_then(|r| r.split_once("; see "))
+                    .map(|(inner, _)| inner)
+                    .unwrap_or_else(|| panic!("{file}: unexpected shape {recorded:?}"));
+                assert_eq!(err.to_string(), inner, "{file}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 2, "both recorded refusals were compared");
+    }
+
+    #[test]
+    fn line_errors_quote_the_offending_text() {
+        let d = InfluxOptions::default();
+        let err = |body: &str| batch(body, &d).unwrap_err();
+        assert_eq!(
+            err("m,a f=1").reason,
+            "missing tag value for \"a\"",
+            "a tag without '='"
+        );
+        assert_eq!(err("m =1").reason, "field key cannot be empty");
+        assert!(err("m f=1.5i").reason.contains("\"f\""), "names the field");
+        assert!(err("m f=1 1.7e9").reason.contains("\"1.7e9\""));
+        let e = err("ok f=1\nm\tf=1\r\nlast f=2\n");
+        assert_eq!(e.line, 2);
+        assert_eq!(
+            e.to_string(),
+            "incorrect influx line \"m\\tf=1\\r\\nlast f=2\\n\": cannot find Whitespace I in \"m\\tf=1\""
+        );
+        assert_eq!(
+            err("m a b").to_string(),
+            "incorrect influx line \"m a b\": missing field value for \"a\""
+        );
+        // A huge body is quoted only in part.
+        let long = format!("bad\n{}", "m f=1\n".repeat(10_000));
+        let e = err(&long);
+        assert!(e.rest_cut && e.rest.len() == MAX_QUOTED_REST);
+        assert!(e.to_string().len() < 2 * MAX_QUOTED_REST);
+    }
+
+    #[test]
+    fn go_quoting() {
+        assert_eq!(go_quote(b"a \"b\"\\"), r#""a \"b\"\\""#);
+        assert_eq!(go_quote(b"\x00\x7f\xff"), r#""\x00\x7f\xff""#);
+        assert_eq!(go_quote("é\u{a0}".as_bytes()), "\"é\\u00a0\"");
+        assert_eq!(go_quote(b"\x07\x08\x0c\x0b"), r#""\a\b\f\v""#);
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use hyper::body::Incoming;
+use hyper::http::request::Parts;
 use hyper::{Request, StatusCode};
 use shardgate_core::formats::body::{
     decode_whole, BodyDecoder, BodyError, ContentEncoding, MAX_SNAPPY_STREAM_BODY,
@@ -28,7 +29,7 @@ use shardgate_core::formats::prometheus_text::{self, PromTextLines};
 use shardgate_core::formats::remote_write;
 use shardgate_core::ingest::{self, Ingest, IngestScratch, Protocol, RequestConfig};
 
-use super::limiter::Limiter;
+use super::limiter::{Limiter, SlotTimeout, Turn};
 use super::route::{self, InsertPath, PathError};
 use super::server::{self, Handler, Resp};
 use crate::metrics::Registry;
@@ -175,6 +176,12 @@ impl Fail {
     }
 }
 
+impl From<SlotTimeout> for Fail {
+    fn from(e: SlotTimeout) -> Fail {
+        Fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
 impl From<PushFailure> for Fail {
     fn from(p: PushFailure) -> Fail {
         Fail(StatusCode::SERVICE_UNAVAILABLE, p.to_string())
@@ -187,6 +194,8 @@ pub enum StreamError {
     Body(BodyError),
     Line(LineTooLong),
     Push(PushFailure),
+    /// No insert slot came back after a read within `-insert.maxQueueDuration`.
+    Slot(SlotTimeout),
 }
 
 impl From<BodyError> for StreamError {
@@ -200,6 +209,7 @@ impl StreamError {
     pub fn into_fail(self, prefix: &str) -> Fail {
         match self {
             StreamError::Push(p) => p.into(),
+            StreamError::Slot(e) => e.into(),
             StreamError::Read(e) => Fail::bad(format!("{prefix}{e}")),
             StreamError::Body(e) => Fail::bad(format!("{prefix}{e}")),
             StreamError::Line(e) => Fail::bad(format!("{prefix}{e}")),
@@ -219,13 +229,51 @@ fn decode_step(enc: ContentEncoding) -> usize {
     }
 }
 
+/// One read of a streamed body: the insert slot is given back while the read waits on the
+/// client and held again before the caller parses or pushes what came (formats/common.md §8).
+async fn read_chunk(
+    body: &mut Incoming,
+    read_timeout: Duration,
+    turn: &mut Turn,
+) -> Result<Option<bytes::Bytes>, StreamError> {
+    turn.release();
+    let chunk = server::next_chunk(body, read_timeout)
+        .await
+        .map_err(StreamError::Read)?;
+    turn.hold().await.map_err(StreamError::Slot)?;
+    Ok(chunk)
+}
+
+/// Whole-body formats wait for the first body bytes without an insert slot, then hold one
+/// through reading the rest, parsing and pushing (formats/common.md §8): a client that sent
+/// only its request head holds no slot.
+pub async fn read_whole_body(
+    body: &mut Incoming,
+    limit: usize,
+    read_timeout: Duration,
+    turn: &mut Turn,
+) -> Result<Vec<u8>, StreamError> {
+    let first = server::next_chunk(body, read_timeout)
+        .await
+        .map_err(StreamError::Read)?;
+    turn.hold().await.map_err(StreamError::Slot)?;
+    match first {
+        None => Ok(Vec::new()),
+        Some(first) => server::read_rest(body, first, limit, read_timeout)
+            .await
+            .map_err(StreamError::Read),
+    }
+}
+
 /// Decode `body` by `enc` and feed it to `lines` as it arrives, pushing the batch part-way
 /// whenever a storage node's share passes the per-request threshold. Rows parsed before an
-/// error stay in the batch (vminsert keeps blocks parsed before a bad one).
+/// error stay in the batch (vminsert keeps blocks parsed before a bad one). `turn` is given
+/// back around every read and held while parsing and pushing; it is held on a normal return.
 pub async fn stream_lines<H: LineHandler>(
     shared: &IngestShared,
     body: &mut Incoming,
     read_timeout: Duration,
+    turn: &mut Turn,
     enc: ContentEncoding,
     lines: &mut Lines<H>,
     sink: &mut Ingest<'_>,
@@ -233,10 +281,7 @@ pub async fn stream_lines<H: LineHandler>(
     if enc == ContentEncoding::Snappy {
         // The block format needs the whole body; vminsert caps it the same way.
         let mut raw = Vec::new();
-        while let Some(chunk) = server::next_chunk(body, read_timeout)
-            .await
-            .map_err(StreamError::Read)?
-        {
+        while let Some(chunk) = read_chunk(body, read_timeout, turn).await? {
             if raw.len() + chunk.len() > MAX_SNAPPY_STREAM_BODY {
                 return Err(StreamError::Body(BodyError::TooBig {
                     limit: MAX_SNAPPY_STREAM_BODY,
@@ -273,10 +318,7 @@ pub async fn stream_lines<H: LineHandler>(
     }
     let step = decode_step(enc);
     let mut dec = BodyDecoder::stream(enc);
-    while let Some(chunk) = server::next_chunk(body, read_timeout)
-        .await
-        .map_err(StreamError::Read)?
-    {
+    while let Some(chunk) = read_chunk(body, read_timeout, turn).await? {
         for part in chunk.chunks(step) {
             dec.feed::<StreamError>(part, &mut |piece: &[u8]| {
                 lines.feed(piece, sink).map_err(StreamError::Line)
@@ -305,9 +347,16 @@ impl App {
     }
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+        let (parts, mut body) = req.into_parts();
+        let resp = self.route(&parts, &mut body, peer).await;
+        let drain_timeout = self.cfg.body_read_timeout.min(server::DRAIN_TIMEOUT);
+        server::finish_body(&parts.headers, &mut body, resp, drain_timeout).await
+    }
+
+    async fn route(&self, req: &Parts, body: &mut Incoming, peer: SocketAddr) -> Resp {
         self.metrics.inc("vm_http_requests_all_total");
         // Go routes on the decoded path; path labels and tenants are read from it too.
-        let full_path = route::path_decode(req.uri().path());
+        let full_path = route::path_decode(req.uri.path());
         let path = if self.cfg.path_prefix.is_empty() {
             full_path.clone()
         } else {
@@ -332,7 +381,7 @@ impl App {
                 }
             }
         };
-        if req.method() == hyper::Method::OPTIONS {
+        if req.method == hyper::Method::OPTIONS {
             let mut r = server::empty(StatusCode::NO_CONTENT);
             for h in [
                 "access-control-allow-origin",
@@ -358,13 +407,13 @@ impl App {
             }
             "/flags" => return server::text(StatusCode::OK, self.flags_text.clone()),
             "/ping" => {
-                let verbose = req.uri().query().is_some_and(|q| q.contains("verbose=true"));
+                let verbose = req.uri.query().is_some_and(|q| q.contains("verbose=true"));
                 return if verbose { server::text(StatusCode::OK, "") } else { server::empty(StatusCode::NO_CONTENT) };
             }
             "/-/healthy" => return server::text(StatusCode::OK, "VictoriaMetrics is Healthy.\n"),
             "/-/ready" => return server::text(StatusCode::OK, "VictoriaMetrics is Ready.\n"),
             "/robots.txt" => return server::text(StatusCode::OK, "User-agent: *\nDisallow: /\n"),
-            "/" if req.method() == hyper::Method::GET => {
+            "/" if req.method == hyper::Method::GET => {
                 return server::with_type(
                     StatusCode::OK,
                     "text/html; charset=utf-8",
@@ -382,7 +431,7 @@ impl App {
             }
             _ => {}
         }
-        let headers = req.headers();
+        let headers = &req.headers;
         let h = |n: &str| {
             headers
                 .get(n)
@@ -407,7 +456,7 @@ impl App {
             format.metric_path, format.protocol
         );
         self.metrics.inc(&format!("vm_http_requests_total{labels}"));
-        let mut resp = match self.insert(req, &full_path, &ip, format).await {
+        let mut resp = match self.insert(req, body, &full_path, &ip, format).await {
             Ok(resp) => resp,
             Err(Fail(status, msg)) => {
                 self.metrics
@@ -425,6 +474,13 @@ impl App {
         resp
     }
 
+    /// Influx over HTTP streams its body with `Stream-Mode: 1` or `-influx.forceStreamMode`,
+    /// and reads it whole otherwise.
+    fn influx_stream_mode(&self, headers: &hyper::HeaderMap) -> bool {
+        self.ingest.formats.influx_force_stream_mode
+            || headers.get("stream-mode").map(|v| v.as_bytes()) == Some(b"1")
+    }
+
     fn unsupported(&self, path: &str) -> Resp {
         self.metrics
             .inc("vm_http_request_errors_total{path=\"*\",reason=\"unsupported\"}");
@@ -438,9 +494,11 @@ impl App {
         let mut out = String::new();
         self.metrics.render(&mut out);
         out.push_str(&format!(
-            "vm_concurrent_insert_capacity {}\nvm_concurrent_insert_current {}\n",
+            "vm_concurrent_insert_capacity {}\nvm_concurrent_insert_current {}\nvm_concurrent_insert_limit_reached_total {}\nvm_concurrent_insert_limit_timeout_total {}\n",
             self.limiter.capacity(),
-            self.limiter.current()
+            self.limiter.current(),
+            self.limiter.limit_reached_total(),
+            self.limiter.limit_timeout_total()
         ));
         (self.extra_metrics)(&mut out);
         crate::metrics::render_process(&mut out, self.start, &crate::version());
@@ -464,7 +522,8 @@ impl App {
 
     async fn insert(
         &self,
-        req: Request<Incoming>,
+        req: &Parts,
+        body: &mut Incoming,
         full_path: &str,
         ip: &InsertPath,
         format: Format,
@@ -486,20 +545,19 @@ impl App {
             }
             _ => {}
         }
-        let query = req.uri().query().unwrap_or("").to_string();
+        let query = req.uri.query().unwrap_or("").to_string();
         if format.kind == Kind::RemoteWrite
             && route::query_arg(&query, "get_vm_proto_version").is_some_and(|v| !v.is_empty())
         {
             return Ok(server::text(StatusCode::OK, "1"));
         }
         let header = |name: &str| {
-            req.headers()
+            req.headers
                 .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
         let encoding_header = header("content-encoding");
-        let stream_mode_header = header("stream-mode");
         let influx_prefix = "cannot process influx line protocol data: ";
         let with_influx_docs = |f: Fail| {
             if format.kind == Kind::InfluxWrite && f.0 == StatusCode::BAD_REQUEST {
@@ -544,27 +602,18 @@ impl App {
             None
         };
 
-        let deadline = Instant::now() + self.cfg.max_queue_duration;
-        let (_slot, waited) = match self.limiter.acquire(deadline).await {
-            Ok(x) => x,
-            Err(()) => {
-                self.metrics.inc("vm_concurrent_insert_limit_reached_total");
-                self.metrics.inc("vm_concurrent_insert_limit_timeout_total");
-                return Err(Fail(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "cannot handle more than {} concurrent inserts during {:?}; possible solutions: increase -insert.maxQueueDuration, increase -maxConcurrentInserts, add more vminsert instances",
-                        self.limiter.capacity(),
-                        self.cfg.max_queue_duration
-                    ),
-                ));
-            }
+        // Streaming formats take their slot up front and give it back around every read;
+        // whole-body ones take it once the first body bytes are in.
+        let mut turn = Turn::new(&self.limiter, self.cfg.max_queue_duration);
+        let whole_body = match format.kind {
+            Kind::RemoteWrite => true,
+            Kind::InfluxWrite => !self.influx_stream_mode(&req.headers),
+            _ => false,
         };
-        if waited {
-            self.metrics.inc("vm_concurrent_insert_limit_reached_total");
+        if !whole_body {
+            turn.hold().await?;
         }
 
-        let mut body = req.into_body();
         let shared = &*self.ingest;
         let config = shared.config();
         let (mut batch, placement) = self.storage.new_batch();
@@ -576,9 +625,10 @@ impl App {
         let started = Instant::now();
         let parsed: Result<(), Fail> = match format.kind {
             Kind::RemoteWrite => {
-                match server::read_whole(&mut body, self.cfg.max_insert_request_size, timeout).await
+                match read_whole_body(body, self.cfg.max_insert_request_size, timeout, &mut turn)
+                    .await
                 {
-                    Err(e) => Err(Fail::bad(e)),
+                    Err(e) => Err(e.into_fail("")),
                     Ok(raw) => remote_write::parse_compressed(
                         &raw,
                         encoding_header.as_deref(),
@@ -604,14 +654,14 @@ impl App {
                     DEFAULT_MAX_LINE_LEN,
                     PromTextLines::new(default_ts, self.cfg.enable_metadata),
                 );
-                stream_lines(shared, &mut body, timeout, enc, &mut lines, &mut sink)
+                stream_lines(shared, body, timeout, &mut turn, enc, &mut lines, &mut sink)
                     .await
                     .map_err(|e| e.into_fail("cannot decode Prometheus text exposition data: "))
             }
             Kind::JsonImport => {
                 let mut lines =
                     Lines::new(shared.formats.import_max_line_len, JsonLines::default());
-                stream_lines(shared, &mut body, timeout, enc, &mut lines, &mut sink)
+                stream_lines(shared, body, timeout, &mut turn, enc, &mut lines, &mut sink)
                     .await
                     .map_err(|e| e.into_fail("cannot parse JSON lines: "))
             }
@@ -619,7 +669,7 @@ impl App {
                 let mut csv = CsvLines::new(csv_format.expect("parsed above"), now_ms());
                 csv.trim_ms = shared.formats.csv_trim_ms;
                 let mut lines = Lines::new(DEFAULT_MAX_LINE_LEN, csv);
-                stream_lines(shared, &mut body, timeout, enc, &mut lines, &mut sink)
+                stream_lines(shared, body, timeout, &mut turn, enc, &mut lines, &mut sink)
                     .await
                     .map_err(|e| e.into_fail("cannot parse CSV data: "))
             }
@@ -628,9 +678,7 @@ impl App {
                 let precision = Precision::from_query(
                     &route::query_arg(&query, "precision").unwrap_or_default(),
                 );
-                let stream_mode = shared.formats.influx_force_stream_mode
-                    || stream_mode_header.as_deref() == Some("1");
-                if stream_mode {
+                if self.influx_stream_mode(&req.headers) {
                     let mut lines = Lines::new(
                         shared.formats.influx_max_line_size,
                         InfluxLines {
@@ -640,13 +688,13 @@ impl App {
                             precision,
                         },
                     );
-                    stream_lines(shared, &mut body, timeout, enc, &mut lines, &mut sink)
+                    stream_lines(shared, body, timeout, &mut turn, enc, &mut lines, &mut sink)
                         .await
                         .map_err(|e| with_influx_docs(e.into_fail(influx_prefix)))
                 } else {
                     let max = shared.formats.influx_max_request_size;
-                    match server::read_whole(&mut body, max, timeout).await {
-                        Err(e) => Err(with_influx_docs(Fail::bad(format!("{influx_prefix}{e}")))),
+                    match read_whole_body(body, max, timeout, &mut turn).await {
+                        Err(e) => Err(with_influx_docs(e.into_fail(influx_prefix))),
                         Ok(raw) => match decode_whole(&raw, enc, max) {
                             Err(e) => Err(with_influx_docs(Fail::bad(format!(
                                 "{influx_prefix}cannot decompress data: {e}"
@@ -668,8 +716,16 @@ impl App {
         };
         let stats = sink.finish();
         shared.account(format.rows_type, &stats);
-        // Rows parsed before an error are kept, as vminsert keeps blocks parsed before it.
-        let pushed = shared.push(&mut batch).await;
+        // Rows parsed before an error are kept, as vminsert keeps blocks parsed before it. A
+        // read error leaves the slot given back; pushing needs it again.
+        let pushed = if batch.is_empty() {
+            Ok(())
+        } else {
+            match turn.hold().await {
+                Ok(()) => shared.push(&mut batch).await.map_err(Fail::from),
+                Err(e) => Err(Fail::from(e)),
+            }
+        };
         parsed?;
         pushed?;
         let status = match format.kind {

@@ -5,16 +5,17 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::http::request::Parts;
 use hyper::{Request, StatusCode};
 use shardgate_core::formats::body::{decode_whole, ContentEncoding};
 use shardgate_core::formats::opentsdb_http;
 use shardgate_core::ingest::{self, Ingest, IngestScratch, Protocol, RequestConfig};
 
-use super::gateway::Fail;
-use super::limiter::Limiter;
+use super::gateway::{read_whole_body, Fail};
+use super::limiter::{Limiter, Turn};
 use super::route::{self, PathError};
 use super::server::{self, Handler, Resp};
 use crate::pipeline::{now_ms, IngestShared};
@@ -40,19 +41,22 @@ impl OpenTsdbHttp {
 
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
         let metrics = &self.ingest.metrics;
-        let path = route::path_decode(req.uri().path());
+        let (parts, mut body) = req.into_parts();
+        let path = route::path_decode(parts.uri.path());
         metrics.inc(&format!("vm_http_requests_total{METRIC_LABELS}"));
-        match self.put(req, &path).await {
+        let resp = match self.put(&parts, &mut body, &path).await {
             Ok(()) => server::empty(StatusCode::NO_CONTENT),
             Err(Fail(status, msg)) => {
                 metrics.inc(&format!("vm_http_request_errors_total{METRIC_LABELS}"));
                 crate::warn!("remoteAddr: {peer}; requestURI: {path}; {msg}");
                 server::error_text(status, &msg)
             }
-        }
+        };
+        let drain_timeout = self.body_read_timeout.min(server::DRAIN_TIMEOUT);
+        server::finish_body(&parts.headers, &mut body, resp, drain_timeout).await
     }
 
-    async fn put(&self, req: Request<Incoming>, path: &str) -> Result<(), Fail> {
+    async fn put(&self, req: &Parts, body: &mut Incoming, path: &str) -> Result<(), Fail> {
         let ip = match route::parse_insert_path(path, false, (None, None)) {
             Ok(ip) => ip,
             Err(PathError::NotMine) => {
@@ -63,7 +67,7 @@ impl OpenTsdbHttp {
         if ip.suffix != "api/put" && ip.suffix != "opentsdb/api/put" {
             return Err(Fail::bad(format!("unsupported path requested: {path:?}")));
         }
-        let query = req.uri().query().unwrap_or("").to_string();
+        let query = req.uri.query().unwrap_or("").to_string();
         let extra_args: Vec<String> = route::query_pairs(&query)
             .into_iter()
             .filter(|(k, _)| k == b"extra_label")
@@ -72,31 +76,17 @@ impl OpenTsdbHttp {
         let extra = ingest::extra_labels(path, extra_args.iter().map(String::as_str))
             .map_err(|e| Fail::bad(e.to_string()))?;
         let enc = ContentEncoding::parse(
-            req.headers()
+            req.headers
                 .get(hyper::header::CONTENT_ENCODING)
                 .and_then(|v| v.to_str().ok()),
         )
         .map_err(|e| Fail::bad(e.to_string()))?;
         let shared = &*self.ingest;
-        let (_slot, _) = self
-            .limiter
-            .acquire(Instant::now() + shared.max_queue_duration)
-            .await
-            .map_err(|()| {
-                Fail(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "cannot handle more than {} concurrent inserts during {:?}",
-                        self.limiter.capacity(),
-                        shared.max_queue_duration
-                    ),
-                )
-            })?;
         let max = shared.formats.opentsdb_http_max_request_size;
-        let mut body = req.into_body();
-        let raw = server::read_whole(&mut body, max, self.body_read_timeout)
+        let mut turn = Turn::new(&self.limiter, shared.max_queue_duration);
+        let raw = read_whole_body(body, max, self.body_read_timeout, &mut turn)
             .await
-            .map_err(Fail::bad)?;
+            .map_err(|e| e.into_fail(""))?;
         let data = decode_whole(&raw, enc, max).map_err(|e| Fail::bad(e.to_string()))?;
         drop(raw);
         let config = shared.config();

@@ -267,16 +267,100 @@ pub async fn read_whole(
     limit: usize,
     timeout: Duration,
 ) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
+    match next_chunk(body, timeout).await? {
+        None => Ok(Vec::new()),
+        Some(first) => read_rest(body, first, limit, timeout).await,
+    }
+}
+
+/// Read the rest of a body whose first chunk is already in hand, refusing more than `limit`
+/// bytes in all.
+pub async fn read_rest(
+    body: &mut Incoming,
+    first: Bytes,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let too_big = || {
+        format!(
+            "too big request: more than {limit} bytes; it mustn't exceed -maxInsertRequestSize={limit} bytes"
+        )
+    };
+    if first.len() > limit {
+        return Err(too_big());
+    }
+    let mut out = first.to_vec();
     while let Some(chunk) = next_chunk(body, timeout).await? {
         if out.len() + chunk.len() > limit {
-            return Err(format!(
-                "too big request: more than {limit} bytes; it mustn't exceed -maxInsertRequestSize={limit} bytes"
-            ));
+            return Err(too_big());
         }
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// The most of an unread request body read and dropped after the response is decided, so the
+/// keep-alive connection can carry the next request (Go's net/http uses the same bound).
+pub const MAX_DRAIN: usize = 256 * 1024;
+
+/// The longest a client may take to send the rest of a body nobody will use.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Make `resp` safe to send on a keep-alive connection whose request body may be left partly
+/// unread (a request refused before or while its body was read). Up to [`MAX_DRAIN`] of what
+/// remains is read and dropped, so the next request on the connection starts where it
+/// should; when more remains, the client stalls, or it waits for `100 Continue` we never
+/// sent, the response says `Connection: close` and the connection ends after it.
+pub async fn finish_body(
+    headers: &hyper::HeaderMap,
+    body: &mut Incoming,
+    mut resp: Resp,
+    timeout: Duration,
+) -> Resp {
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        return resp;
+    }
+    let expects_continue = headers
+        .get(hyper::header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    // A declared length beyond the bound is not worth reading at all.
+    let too_big = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n > MAX_DRAIN as u64);
+    let drained = !expects_continue && !too_big && drain(body, timeout).await;
+    if !drained {
+        resp.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    resp
+}
+
+/// Read and drop the rest of `body`: true when it ended within [`MAX_DRAIN`] bytes and
+/// `timeout` in all.
+async fn drain(body: &mut Incoming, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut seen = 0usize;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match next_chunk(body, left).await {
+            Ok(None) => return true,
+            Ok(Some(chunk)) => {
+                seen += chunk.len();
+                if seen > MAX_DRAIN {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+    }
 }
 
 #[cfg(test)]
