@@ -334,3 +334,35 @@ fn metadata_that_cannot_be_placed_never_holds_up_rows() {
     assert_eq!(c.gw.metadata_dropped_total(), 1);
     assert!(batch.is_empty());
 }
+
+#[test]
+fn rows_pushed_before_the_first_dial_wait_for_their_home_node() {
+    // Pushed at once, before any storage node has answered its first dial: vminsert buffers
+    // for a node that has not failed yet, so nothing may be rerouted away from home.
+    let mut c = Cluster::new(3, 1);
+    let mut batch = c.gw.new_batch();
+    let labels = [Label::metric_name(b"early")];
+    batch.add_series(
+        c.gw.placement(),
+        Tenant::default(),
+        &labels,
+        ShardKey::MetricName,
+        &[Sample::new(1, 1.0)],
+    );
+    assert_eq!(c.gw.push(&mut batch, c.now), Err(PushError::Overload));
+    let names = c.push_series(200, 6000);
+    c.run_for(Duration::from_secs(1));
+    for name in &names {
+        let home = c.gw.placement().primary(series_hash(name));
+        assert_eq!(c.copies(name, 6000), vec![home]);
+    }
+    let stats = c.gw.router().stats();
+    assert_eq!(
+        stats
+            .nodes
+            .iter()
+            .map(|n| n.rows_rerouted_from_here_total)
+            .sum::<u64>(),
+        0
+    );
+}

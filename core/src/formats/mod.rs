@@ -62,5 +62,6 @@ pub mod remote_write;
 pub mod clusternative;
 pub mod graphite;
 pub mod influx;
+pub mod opentelemetry;
 pub mod opentsdb;
 pub mod opentsdb_http;

@@ -194,6 +194,10 @@ struct Job {
 #[derive(Debug)]
 struct Node {
     broken: bool,
+    /// No dial has finished yet (neither `Ready` nor `Failed`). vminsert's nodes start out
+    /// ready and buffer until their first dial, so rows for such a node wait instead of being
+    /// rerouted: a gateway that just started must not scatter series away from home.
+    first_dial_pending: bool,
     read_only: bool,
     legacy: bool,
     shared: Vec<u8>,
@@ -240,6 +244,7 @@ impl Router {
         let nodes = (0..n)
             .map(|_| Node {
                 broken: true,
+                first_dial_pending: true,
                 read_only: false,
                 legacy: false,
                 shared: Vec::new(),
@@ -400,6 +405,9 @@ impl Router {
             self.stats.nodes[home].rows_pushed_total += rows.rows;
             rows.bytes.clear();
             rows.rows = 0;
+            return;
+        }
+        if self.nodes[home].first_dial_pending {
             return;
         }
         if self.config.bucket == Bucket::Rows
@@ -625,6 +633,7 @@ impl Router {
                 // tick (§5), so nothing moves until then.
                 let s = &mut self.nodes[node];
                 s.broken = false;
+                s.first_dial_pending = false;
                 s.legacy = legacy;
             }
             NodeEvent::Acked(block) => {
@@ -670,6 +679,7 @@ impl Router {
                     FailReason::Connection => st.connection_errors_total += 1,
                 }
                 self.nodes[node].broken = true;
+                self.nodes[node].first_dial_pending = false;
                 // The connection is gone, so whatever it carried will never be acknowledged,
                 // whether or not the gateway named it.
                 let done = self.take_in_flight(node, None, now);
