@@ -158,6 +158,12 @@ fn run(name: &str) -> (Vec<Row>, Vec<Row>) {
             Err(e) => {
                 assert_eq!(u64::from(e.http_status()), status, "{name}: input {i}: {e}");
                 assert_eq!(batch.rows(), rows_before, "{name}: input {i} wrote rows");
+                let want = v["responses"][i]["body"].as_str().unwrap();
+                assert_eq!(
+                    e.to_string(),
+                    want.trim_end(),
+                    "{name}: input {i}: error text"
+                );
             }
         }
     }

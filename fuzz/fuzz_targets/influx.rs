@@ -9,9 +9,12 @@ use shardgate_core::formats::lines::LineSplitter;
 use shardgate_core::formats::Sink;
 use shardgate_core::model::{Label, Sample};
 
+/// One row as owned (name, value) label pairs and its sample.
+type Row = (Vec<(Vec<u8>, Vec<u8>)>, Sample);
+
 #[derive(Default)]
 struct Rows {
-    rows: Vec<(Vec<(Vec<u8>, Vec<u8>)>, Sample)>,
+    rows: Vec<Row>,
     invalid: u64,
 }
 

@@ -10,6 +10,7 @@ use shardgate_core::formats::graphite::{GraphiteOptions, GraphiteParser};
 use shardgate_core::formats::influx::{InfluxOptions, InfluxParser, Precision};
 use shardgate_core::formats::json_lines::JsonLines;
 use shardgate_core::formats::lines::{LineSplitter, LineTooLong};
+use shardgate_core::formats::opentelemetry::OtlpOptions;
 use shardgate_core::formats::opentsdb::{OpenTsdbOptions, OpenTsdbParser};
 use shardgate_core::formats::opentsdb_http::OpenTsdbHttpOptions;
 use shardgate_core::formats::prometheus_text::PromTextLines;
@@ -75,6 +76,8 @@ pub struct FormatConfig {
     pub opentsdb_http_max_request_size: usize,
     pub import_max_line_len: usize,
     pub csv_trim_ms: i64,
+    pub otlp: OtlpOptions,
+    pub otlp_max_request_size: usize,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -82,9 +85,19 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl FormatConfig {
-    pub fn from_flags(f: &Flags) -> FormatConfig {
+    /// The format flags; an inconsistent combination is an error that stops startup.
+    pub fn from_flags(f: &Flags) -> Result<FormatConfig, String> {
         let names = f.list("influx.databaseNames");
-        FormatConfig {
+        let otlp = OtlpOptions::from_flags(
+            f.bool("opentelemetry.usePrometheusNaming"),
+            f.bool("opentelemetry.convertMetricNamesToPrometheus"),
+            f.bool("opentelemetry.labelNameUnderscoreSanitization"),
+            f.bool("opentelemetry.promoteAllResourceAttributes"),
+            f.list("opentelemetry.promoteResourceAttributes"),
+            f.list("opentelemetry.ignoreResourceAttributes"),
+            f.bool("opentelemetry.promoteScopeMetadata"),
+        )?;
+        Ok(FormatConfig {
             influx_separator: f.str("influxMeasurementFieldSeparator").as_bytes().to_vec(),
             influx_skip_single_field: f.bool("influxSkipSingleField"),
             influx_skip_measurement: f.bool("influxSkipMeasurement"),
@@ -111,7 +124,9 @@ impl FormatConfig {
             opentsdb_http_max_request_size: f.bytes("opentsdbhttp.maxInsertRequestSize") as usize,
             import_max_line_len: f.bytes("import.maxLineLen") as usize,
             csv_trim_ms: millis(f.duration("csvTrimTimestamp")),
-        }
+            otlp,
+            otlp_max_request_size: f.bytes("opentelemetry.maxRequestSize") as usize,
+        })
     }
 
     /// Influx options for a request (`db`/`precision` are empty/auto on TCP and UDP).

@@ -98,7 +98,6 @@ const EXTRA_NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("dd-v2-json", "DataDog"),
     ("dd-v2-protobuf-content-type", "DataDog"),
     ("dd-v2-protobuf", "DataDog"),
-    ("limit-label-name-len", "OpenTelemetry (one of five inputs)"),
     (
         "limit-labels-influx-zabbix-quirks",
         "Zabbix (one of two inputs)",
@@ -113,22 +112,6 @@ const EXTRA_NOT_IMPLEMENTED: &[(&str, &str)] = &[
     ("nr-events-invalid", "NewRelic"),
     ("nr-events-timestamp-forms", "NewRelic"),
     ("nr-events", "NewRelic"),
-    ("otlp-exponential-histogram", "OpenTelemetry"),
-    ("otlp-firehose", "OpenTelemetry"),
-    ("otlp-gauge-attributes", "OpenTelemetry"),
-    ("otlp-histogram", "OpenTelemetry"),
-    ("otlp-invalid", "OpenTelemetry"),
-    ("otlp-no-timestamp", "OpenTelemetry"),
-    ("otlp-prometheus-naming", "OpenTelemetry"),
-    ("otlp-promote-flags", "OpenTelemetry"),
-    ("otlp-push-path-gzip-zstd", "OpenTelemetry"),
-    ("otlp-sum", "OpenTelemetry"),
-    ("otlp-summary", "OpenTelemetry"),
-    ("relabel-keep-rename", "OpenTelemetry (one input)"),
-    (
-        "relabel-prom-compatible-naming",
-        "OpenTelemetry (one input)",
-    ),
     ("relabel-rw-influx-dd", "DataDog (one input)"),
     ("stub-endpoints", "DataDog and NewRelic stub endpoints"),
     (
@@ -262,8 +245,12 @@ fn run_vector(bin: &Path, v: &Value) -> Result<(), String> {
     if sends.len() != responses.len() {
         return Err("send and responses differ in length".into());
     }
+    // A vector whose replies carry the recording's clock says so in its note.
+    let statuses_only = v["note"]
+        .as_str()
+        .is_some_and(|n| n.contains("compare statuses only"));
     for (i, (send, want)) in sends.iter().zip(responses).enumerate() {
-        if let Err(e) = send_one(i, send, want) {
+        if let Err(e) = send_one(i, send, want, statuses_only) {
             problems.push(e);
         }
     }
@@ -350,7 +337,7 @@ fn expected_rows(v: &Value) -> Result<Vec<ExpectedRow>, String> {
 }
 
 /// Send input `i` and check its response against the recording.
-fn send_one(i: usize, send: &Value, want: &Value) -> Result<(), String> {
+fn send_one(i: usize, send: &Value, want: &Value, statuses_only: bool) -> Result<(), String> {
     let body: Vec<u8> = if let Some(h) = send["body_hex"].as_str() {
         hex::decode(h).map_err(|e| format!("input {i}: bad body_hex: {e}"))?
     } else {
@@ -383,7 +370,7 @@ fn send_one(i: usize, send: &Value, want: &Value) -> Result<(), String> {
         if u64::from(resp.status) != want_status {
             bad.push(format!("status {} (want {want_status})", resp.status));
         }
-        if let Some(w) = want_body {
+        if let Some(w) = want_body.filter(|_| !statuses_only) {
             // The recording keeps the first 300 characters of a body; shorter ones are whole.
             let same = if w.chars().count() >= BODY_KEPT {
                 got_body.starts_with(w)

@@ -210,9 +210,9 @@ pub fn parse<S: Sink + ?Sized>(
     opts: &OtlpOptions,
     sink: &mut S,
 ) -> Result<(), OtlpError> {
-    let err = |reason: &'static str| OtlpError::Protobuf {
+    let err = |e: PbError| OtlpError::Protobuf {
         size: body.len(),
-        reason: reason.to_string(),
+        reason: e.0,
     };
     let mut conv = Converter::new(opts);
     conv.request::<S>(body, None).map_err(err)?;
@@ -239,10 +239,18 @@ pub fn firehose_reply(request_id: &str, now_ms: i64) -> String {
 pub fn firehose_message(body: &[u8]) -> Result<Vec<u8>, String> {
     use serde::de::Deserializer as _;
     let mut de = serde_json::Deserializer::from_slice(body);
-    let records = de
+    let (records, bad_base64) = de
         .deserialize_option(EnvelopeVisitor)
         .and_then(|r| de.end().map(|()| r))
         .map_err(|e| e.to_string())?;
+    // Like Go, a bad base64 string does not stop decoding; it is reported once the JSON is
+    // known to be well-formed.
+    if let Some((i, at)) = bad_base64 {
+        return Err(format!(
+            "json: cannot unmarshal string into Go struct field .records.{i}.data of type []uint8: \
+             illegal base64 data at input byte {at}"
+        ));
+    }
     let mut out = Vec::new();
     for (i, data) in records.iter().enumerate() {
         let mut rest: &[u8] = data;
@@ -280,18 +288,19 @@ pub fn firehose_message(body: &[u8]) -> Result<Vec<u8>, String> {
 struct EnvelopeVisitor;
 
 impl<'de> serde::de::Visitor<'de> for EnvelopeVisitor {
-    type Value = Vec<Vec<u8>>;
+    /// The records' data, and the first record whose base64 was bad (index, byte offset).
+    type Value = (Vec<Vec<u8>>, Option<(usize, usize)>);
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a Firehose request object")
     }
 
     fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+        Ok((Vec::new(), None))
     }
 
     fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Vec::new())
+        Ok((Vec::new(), None))
     }
 
     fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
@@ -300,23 +309,29 @@ impl<'de> serde::de::Visitor<'de> for EnvelopeVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut records = Vec::new();
+        let mut bad = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if key.eq_ignore_ascii_case("records") {
-                records = map
-                    .next_value::<Option<Vec<Record>>>()?
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|r| r.0)
-                    .collect();
+                let list = map.next_value::<Option<Vec<Record>>>()?.unwrap_or_default();
+                records.clear();
+                for (i, r) in list.into_iter().enumerate() {
+                    match r.0 {
+                        Ok(data) => records.push(data),
+                        Err(at) => {
+                            bad = bad.or(Some((i, at)));
+                        }
+                    }
+                }
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;
             }
         }
-        Ok(records)
+        Ok((records, bad))
     }
 }
 
-struct Record(Vec<u8>);
+/// One record's decoded data, or the offset of its first bad base64 byte.
+struct Record(Result<Vec<u8>, usize>);
 
 impl<'de> serde::Deserialize<'de> for Record {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Record, D::Error> {
@@ -327,22 +342,18 @@ impl<'de> serde::Deserialize<'de> for Record {
                 f.write_str("a Firehose record object")
             }
             fn visit_unit<E: serde::de::Error>(self) -> Result<Record, E> {
-                Ok(Record(Vec::new()))
+                Ok(Record(Ok(Vec::new())))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
             ) -> Result<Record, A::Error> {
-                let mut data = Vec::new();
+                let mut data = Ok(Vec::new());
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     if key.eq_ignore_ascii_case("data") {
                         data = match map.next_value::<Option<std::borrow::Cow<'de, str>>>()? {
-                            None => Vec::new(),
-                            Some(s) => base64_decode(s.as_bytes()).map_err(|at| {
-                                serde::de::Error::custom(format!(
-                                    "illegal base64 data at input byte {at}"
-                                ))
-                            })?,
+                            None => Ok(Vec::new()),
+                            Some(s) => base64_decode(s.as_bytes()),
                         };
                     } else {
                         map.next_value::<serde::de::IgnoredAny>()?;
@@ -433,7 +444,22 @@ fn base64_decode(input: &[u8]) -> Result<Vec<u8>, usize> {
 // ---------------------------------------------------------------------------------------------
 // Protobuf reading.
 
-type R<T> = Result<T, &'static str>;
+/// A decode error, with the messages it happened in as a `cannot unmarshal X: ` chain.
+#[derive(Debug)]
+struct PbError(String);
+
+impl From<&'static str> for PbError {
+    fn from(s: &'static str) -> PbError {
+        PbError(s.to_string())
+    }
+}
+
+type R<T> = Result<T, PbError>;
+
+/// Run `f` on a nested message, naming it in the error chain as vminsert does.
+fn within<T>(what: &str, r: R<T>) -> R<T> {
+    r.map_err(|e| PbError(format!("cannot unmarshal {what}: {}", e.0)))
+}
 
 const WT_VARINT: u8 = 0;
 const WT_I64: u8 = 1;
@@ -454,7 +480,9 @@ impl<'a> Reader<'a> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let Some(&b) = self.buf.get(i) else {
-                return Err("unexpected end of varint");
+                return Err(PbError::from(
+                    "cannot read the next field: unexpected end of varint",
+                ));
             };
             v |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
@@ -462,12 +490,14 @@ impl<'a> Reader<'a> {
                 return Ok(v);
             }
         }
-        Err("varint is too long")
+        Err("cannot read the next field: varint is too long".into())
     }
 
     fn fixed64(&mut self) -> R<u64> {
         let Some((a, b)) = self.buf.split_first_chunk::<8>() else {
-            return Err("unexpected end of fixed64");
+            return Err(PbError::from(
+                "cannot read the next field: unexpected end of fixed64",
+            ));
         };
         self.buf = b;
         Ok(u64::from_le_bytes(*a))
@@ -476,7 +506,10 @@ impl<'a> Reader<'a> {
     fn bytes(&mut self) -> R<&'a [u8]> {
         let n = self.varint()?;
         if n > self.buf.len() as u64 {
-            return Err("length-delimited field runs past the end of the message");
+            return Err(PbError(format!(
+                "cannot read the next field: cannot read field from {} bytes; need at least {n} bytes",
+                self.buf.len()
+            )));
         }
         let (a, b) = self.buf.split_at(n as usize);
         self.buf = b;
@@ -491,7 +524,7 @@ impl<'a> Reader<'a> {
         let key = self.varint()?;
         let num = key >> 3;
         if num == 0 {
-            return Err("field number 0");
+            return Err(PbError::from("field number 0"));
         }
         Ok(Some((num, (key & 7) as u8)))
     }
@@ -503,12 +536,14 @@ impl<'a> Reader<'a> {
             WT_LEN => self.bytes().map(drop),
             WT_I32 => {
                 if self.buf.len() < 4 {
-                    return Err("unexpected end of fixed32");
+                    return Err(PbError::from(
+                        "cannot read the next field: unexpected end of fixed32",
+                    ));
                 }
                 self.buf = &self.buf[4..];
                 Ok(())
             }
-            _ => Err("unsupported wire type"),
+            _ => Err("cannot read the next field: unsupported wire type".into()),
         }
     }
 
@@ -552,7 +587,7 @@ fn expect(wt: u8, want: u8) -> R<()> {
     if wt == want {
         Ok(())
     } else {
-        Err("unexpected wire type for a known field")
+        Err("unexpected wire type for a known field".into())
     }
 }
 
@@ -563,14 +598,20 @@ fn read_fixed64s(r: &mut Reader<'_>, wt: u8, out: &mut Vec<u64>) -> R<()> {
         WT_LEN => {
             let p = r.bytes()?;
             if p.len() % 8 != 0 {
-                return Err("packed fixed64 field is not a multiple of 8 bytes");
+                return Err(PbError::from(
+                    "packed fixed64 field is not a multiple of 8 bytes",
+                ));
             }
             out.extend(
                 p.chunks_exact(8)
                     .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))),
             );
         }
-        _ => return Err("unexpected wire type for a repeated fixed64 field"),
+        _ => {
+            return Err(PbError::from(
+                "unexpected wire type for a repeated fixed64 field",
+            ))
+        }
     }
     Ok(())
 }
@@ -585,7 +626,11 @@ fn read_varints(r: &mut Reader<'_>, wt: u8, out: &mut Vec<u64>) -> R<()> {
                 out.push(p.varint()?);
             }
         }
-        _ => return Err("unexpected wire type for a repeated uint64 field"),
+        _ => {
+            return Err(PbError::from(
+                "unexpected wire type for a repeated uint64 field",
+            ))
+        }
     }
     Ok(())
 }
@@ -625,7 +670,10 @@ fn read_any(msg: &[u8]) -> R<Any<'_>> {
 }
 
 /// `KeyValue`: key and value, each `None` when absent (first occurrence wins).
-fn read_kv(msg: &[u8]) -> R<(Option<&[u8]>, Option<&[u8]>)> {
+/// A `KeyValue`'s key and value message, each `None` when absent.
+type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+fn read_kv(msg: &[u8]) -> R<KeyValue<'_>> {
     let (mut key, mut value) = (None, None);
     let mut r = Reader::new(msg);
     while let Some((num, wt)) = r.field()? {
@@ -731,7 +779,7 @@ fn json_quote(out: &mut Vec<u8>, s: &[u8]) {
 fn json_value(out: &mut Vec<u8>, v: Any<'_>, depth: usize) -> R<()> {
     use std::io::Write;
     if depth > MAX_VALUE_DEPTH {
-        return Err("attribute value nested too deeply");
+        return Err(PbError::from("attribute value nested too deeply"));
     }
     match v {
         Any::None => out.extend_from_slice(b"null"),
@@ -999,7 +1047,10 @@ impl<'o, 'a> Converter<'o, 'a> {
             match num {
                 1 => {
                     let rm = r.msg(wt)?;
-                    self.resource_metrics(rm, sink.as_deref_mut())?;
+                    within(
+                        "ResourceMetrics",
+                        self.resource_metrics(rm, sink.as_deref_mut()),
+                    )?;
                 }
                 _ => r.skip(wt)?,
             }
@@ -1047,7 +1098,7 @@ impl<'o, 'a> Converter<'o, 'a> {
                     let sm = r.msg(wt)?;
                     self.labels.truncate(resource_labels);
                     self.arena.truncate(resource_arena);
-                    self.scope_metrics(sm, sink.as_deref_mut())?;
+                    within("ScopeMetrics", self.scope_metrics(sm, sink.as_deref_mut()))?;
                 }
                 _ => r.skip(wt)?,
             }
@@ -1117,7 +1168,7 @@ impl<'o, 'a> Converter<'o, 'a> {
                     let m = r.msg(wt)?;
                     self.labels.truncate(scope_labels);
                     self.arena.truncate(scope_arena);
-                    self.metric(m, sink.as_deref_mut())?;
+                    within("Metric", self.metric(m, sink.as_deref_mut()))?;
                 }
                 _ => r.skip(wt)?,
             }
@@ -1152,7 +1203,7 @@ impl<'o, 'a> Converter<'o, 'a> {
             }
         }
         let Some(name) = name else {
-            return Err("missing metric name");
+            return Err(PbError::from("missing metric name"));
         };
         let unit = unit.unwrap_or(b"");
         let (kind, data) = match data {
@@ -1195,15 +1246,19 @@ impl<'o, 'a> Converter<'o, 'a> {
             let point = r.msg(wt)?;
             self.labels.truncate(metric_labels);
             self.arena.truncate(metric_arena);
+            let sink = sink.as_deref_mut();
             match kind {
                 MetricKind::Gauge | MetricKind::Sum { .. } => {
-                    self.number_point(point, sink.as_deref_mut())?
+                    within("NumberDataPoint", self.number_point(point, sink))?
                 }
-                MetricKind::Histogram => self.histogram_point(point, sink.as_deref_mut())?,
-                MetricKind::ExponentialHistogram => {
-                    self.exp_histogram_point(point, sink.as_deref_mut())?
+                MetricKind::Histogram => {
+                    within("HistogramDataPoint", self.histogram_point(point, sink))?
                 }
-                MetricKind::Summary => self.summary_point(point, sink.as_deref_mut())?,
+                MetricKind::ExponentialHistogram => within(
+                    "ExponentialHistogramDataPoint",
+                    self.exp_histogram_point(point, sink),
+                )?,
+                MetricKind::Summary => within("SummaryDataPoint", self.summary_point(point, sink))?,
                 MetricKind::Empty => {}
             }
         }
@@ -1278,7 +1333,7 @@ impl<'o, 'a> Converter<'o, 'a> {
     fn push_value(&mut self, path: &mut Vec<&'a [u8]>, v: Any<'a>, depth: usize) -> R<()> {
         use std::io::Write;
         if depth > MAX_VALUE_DEPTH {
-            return Err("attribute value nested too deeply");
+            return Err(PbError::from("attribute value nested too deeply"));
         }
         let value = match v {
             Any::None => return Ok(()),

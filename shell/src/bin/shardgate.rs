@@ -141,7 +141,7 @@ fn main() {
         ingest_config,
         metrics.clone(),
         storage.clone(),
-        FormatConfig::from_flags(&f),
+        FormatConfig::from_flags(&f).unwrap_or_else(|e| fatal!("{e}")),
         per_request_push_threshold(&f, max_concurrent, node_count),
         f.duration("insert.maxQueueDuration"),
         f.str("relabelConfig").to_string(),

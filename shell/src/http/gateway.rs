@@ -25,6 +25,7 @@ use shardgate_core::formats::csv::{CsvFormat, CsvLines};
 use shardgate_core::formats::influx::{InfluxParser, Precision};
 use shardgate_core::formats::json_lines::JsonLines;
 use shardgate_core::formats::lines::{LineTooLong, DEFAULT_MAX_LINE_LEN};
+use shardgate_core::formats::opentelemetry::{self, BodyKind};
 use shardgate_core::formats::prometheus_text::{self, PromTextLines};
 use shardgate_core::formats::remote_write;
 use shardgate_core::ingest::{self, Ingest, IngestScratch, Protocol, RequestConfig};
@@ -58,6 +59,7 @@ pub enum Kind {
     InfluxWrite,
     InfluxQuery,
     InfluxHealth,
+    OpenTelemetry,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -76,6 +78,7 @@ impl Format {
         match self.kind {
             Kind::RemoteWrite => Protocol::RemoteWrite,
             Kind::InfluxWrite => Protocol::Influx,
+            Kind::OpenTelemetry => Protocol::OpenTelemetry,
             _ => Protocol::Standard,
         }
     }
@@ -146,6 +149,12 @@ pub fn format_for(suffix: &str) -> Option<Format> {
             "/insert/{}/influx/health",
             "influx",
             Kind::InfluxHealth,
+        ),
+        "opentelemetry/v1/metrics" | "opentelemetry/api/v1/push" => fmt(
+            "opentelemetry",
+            "/insert/{}/opentelemetry/v1/metrics",
+            "opentelemetry",
+            Kind::OpenTelemetry,
         ),
         _ => return None,
     })
@@ -558,6 +567,10 @@ impl App {
                 .map(str::to_string)
         };
         let encoding_header = header("content-encoding");
+        let otlp_kind = BodyKind::from_headers(
+            header("content-type").as_deref(),
+            header("x-amz-firehose-protocol-version").as_deref(),
+        );
         let influx_prefix = "cannot process influx line protocol data: ";
         let with_influx_docs = |f: Fail| {
             if format.kind == Kind::InfluxWrite && f.0 == StatusCode::BAD_REQUEST {
@@ -606,7 +619,7 @@ impl App {
         // whole-body ones take it once the first body bytes are in.
         let mut turn = Turn::new(&self.limiter, self.cfg.max_queue_duration);
         let whole_body = match format.kind {
-            Kind::RemoteWrite => true,
+            Kind::RemoteWrite | Kind::OpenTelemetry => true,
             Kind::InfluxWrite => !self.influx_stream_mode(&req.headers),
             _ => false,
         };
@@ -712,6 +725,22 @@ impl App {
                     }
                 }
             }
+            Kind::OpenTelemetry => {
+                let opts = &shared.formats.otlp;
+                let max = shared.formats.otlp_max_request_size;
+                match read_whole_body(body, max, timeout, &mut turn).await {
+                    Err(e) => Err(e.into_fail("cannot decode OpenTelemetry protocol data: ")),
+                    Ok(raw) => opentelemetry::parse_request(
+                        &raw,
+                        encoding_header.as_deref(),
+                        otlp_kind,
+                        max,
+                        opts,
+                        &mut sink,
+                    )
+                    .map_err(|e| Fail::bad(e.to_string())),
+                }
+            }
             Kind::InfluxQuery | Kind::InfluxHealth => Ok(()),
         };
         let stats = sink.finish();
@@ -734,6 +763,17 @@ impl App {
                     .suffix
                     .starts_with("prometheus/api/v1/import/prometheus/metrics/job/") =>
             {
+                StatusCode::OK
+            }
+            Kind::OpenTelemetry => {
+                if otlp_kind == BodyKind::Firehose {
+                    if let Some(id) =
+                        header("x-amz-firehose-request-id").filter(|id| !id.is_empty())
+                    {
+                        let reply = opentelemetry::firehose_reply(&id, now_ms());
+                        return Ok(server::with_type(StatusCode::OK, "application/json", reply));
+                    }
+                }
                 StatusCode::OK
             }
             _ => StatusCode::NO_CONTENT,
