@@ -46,6 +46,15 @@ impl<'a> Label<'a> {
     }
 }
 
+/// Hand an emptied label vector's allocation from one borrow lifetime to another, so parsers
+/// can keep one scratch vector across lines without holding a borrow of the previous line. The
+/// map never runs (the vector is cleared first) and the standard library reuses the buffer for
+/// a same-layout in-place collect.
+pub fn recycle_labels<'b>(mut v: Vec<Label<'_>>) -> Vec<Label<'b>> {
+    v.clear();
+    v.into_iter().map(|_| Label::new(b"", b"")).collect()
+}
+
 /// An owned label, for places that must outlive the request buffer (relabeling output, tests).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OwnedLabel {

@@ -29,7 +29,7 @@ pub fn ingest_block(
                 row: i as u64 + 1,
                 error: e,
             })?;
-        let mut current: Vec<Label<'_>> = recycle(scratch);
+        let mut current: Vec<Label<'_>> = crate::model::recycle_labels(scratch);
         let mut name = None;
         for label in parsed {
             let label = label.map_err(|e| ClusternativeError {
@@ -48,17 +48,10 @@ pub fn ingest_block(
         ingest.set_tenant(TenantMode::Fixed(tenant));
         ingest.series(&current, &[row.sample]);
         rows += 1;
-        scratch = recycle(current);
+        scratch = crate::model::recycle_labels(current);
     }
     *labels = scratch;
     Ok(rows)
-}
-
-/// Reuse a label vector's allocation for another lifetime; it is emptied first, so no label
-/// outlives the bytes it borrows.
-fn recycle<'b>(mut v: Vec<Label<'_>>) -> Vec<Label<'b>> {
-    v.clear();
-    v.into_iter().map(|_| unreachable!("emptied")).collect()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

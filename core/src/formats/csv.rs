@@ -237,13 +237,6 @@ pub struct CsvLines {
     labels: Vec<Label<'static>>,
 }
 
-fn recycle<'b>(mut v: Vec<Label<'_>>) -> Vec<Label<'b>> {
-    v.clear();
-    v.into_iter()
-        .map(|_| unreachable!("the vector is empty"))
-        .collect()
-}
-
 enum LineError {
     /// A cell value failed to parse: on the first line this marks a header.
     Value(&'static str),
@@ -286,7 +279,7 @@ impl CsvLines {
         if self.trim_ms > 1 {
             ts -= ts % self.trim_ms;
         }
-        let mut labels = recycle(std::mem::take(&mut self.labels));
+        let mut labels = crate::model::recycle_labels(std::mem::take(&mut self.labels));
         labels.push(Label::metric_name(b""));
         for (i, cell) in self.cells.iter().enumerate() {
             if let Some(Column::Label(name)) = &self.format.columns[i] {
@@ -302,7 +295,7 @@ impl CsvLines {
                 sink.series(&labels, &[Sample::new(ts, value)]);
             }
         }
-        self.labels = recycle(labels);
+        self.labels = crate::model::recycle_labels(labels);
     }
 
     /// Split the line into its first `max_pos` cells and read them; returns the timestamp.

@@ -206,7 +206,7 @@ impl GraphiteParser {
                 self.ends.push(self.sanitized.len());
             }
         }
-        let mut labels = recycle(std::mem::take(&mut self.labels));
+        let mut labels = crate::model::recycle_labels(std::mem::take(&mut self.labels));
         let key = |i: usize, a: usize, b: usize| -> &[u8] {
             if opts.sanitize_metric_name {
                 let from = if i == 0 { 0 } else { self.ends[i - 1] };
@@ -220,18 +220,13 @@ impl GraphiteParser {
             labels.push(Label::new(key(i + 1, ka, kb), &metric_and_tags[va..vb]));
         }
         sink.series(&labels, &[Sample::new(ts, value)]);
-        self.labels = recycle(labels);
+        self.labels = crate::model::recycle_labels(labels);
         Ok(())
     }
 }
 
 fn offset(outer: &[u8], inner: &[u8]) -> usize {
     inner.as_ptr() as usize - outer.as_ptr() as usize
-}
-
-fn recycle<'b>(mut v: Vec<Label<'_>>) -> Vec<Label<'b>> {
-    v.clear();
-    v.into_iter().map(|_| Label::new(b"", b"")).collect()
 }
 
 #[cfg(test)]

@@ -519,7 +519,7 @@ impl InfluxParser {
                 name_ends.push(name.len());
             }
 
-            let mut labels = recycle(spare);
+            let mut labels = crate::model::recycle_labels(spare);
             let mut has_db = false;
             for tag in &self.tags[line.tags.clone()] {
                 let key = tag.key.get(src, &self.scratch);
@@ -536,7 +536,7 @@ impl InfluxParser {
                 labels.pop();
                 from = to;
             }
-            spare = recycle(labels);
+            spare = crate::model::recycle_labels(labels);
         }
         self.labels = spare;
         self.name = name;
@@ -546,13 +546,6 @@ impl InfluxParser {
 
 const HTTP_HINT: &str =
     "looks like an HTTP request sent to the Influx TCP port; send HTTP to the HTTP port instead";
-
-/// Hand a label vector's allocation from one lifetime to another. The map never runs (the vector
-/// is empty); the standard library reuses the buffer for same-layout in-place collects.
-fn recycle<'b>(mut v: Vec<Label<'_>>) -> Vec<Label<'b>> {
-    v.clear();
-    v.into_iter().map(|_| Label::new(b"", b"")).collect()
-}
 
 /// `ts - ts % d` when the trim step is above the flag's no-op threshold.
 pub(crate) fn trim(ts: i64, trim_ms: i64, threshold_ms: i64) -> i64 {

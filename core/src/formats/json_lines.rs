@@ -80,13 +80,6 @@ pub struct JsonLines {
     labels: Vec<Label<'static>>,
 }
 
-fn recycle<'b>(mut v: Vec<Label<'_>>) -> Vec<Label<'b>> {
-    v.clear();
-    v.into_iter()
-        .map(|_| unreachable!("the vector is empty"))
-        .collect()
-}
-
 impl JsonLines {
     pub fn line<S: Sink + ?Sized>(&mut self, line_no: u64, line: &[u8], sink: &mut S) {
         if line.is_empty() {
@@ -99,7 +92,7 @@ impl JsonLines {
             sink.invalid(line_no, reason);
             return;
         }
-        let mut labels = recycle(std::mem::take(&mut self.labels));
+        let mut labels = crate::model::recycle_labels(std::mem::take(&mut self.labels));
         for (n, v) in &self.parts {
             labels.push(Label::new(
                 n.get(line, &self.scratch),
@@ -107,7 +100,7 @@ impl JsonLines {
             ));
         }
         sink.series(&labels, &self.samples);
-        self.labels = recycle(labels);
+        self.labels = crate::model::recycle_labels(labels);
     }
 
     fn parse(&mut self, line: &[u8]) -> Result<(), &'static str> {

@@ -121,7 +121,7 @@ impl OpenTsdbParser {
         let (value_text, mut tags) = split_space(trim_spaces(rest));
         let value = parse_float(value_text).ok_or("cannot parse the value")?;
 
-        let mut labels = recycle(std::mem::take(&mut self.labels));
+        let mut labels = crate::model::recycle_labels(std::mem::take(&mut self.labels));
         labels.push(Label::metric_name(metric));
         let mut result = Ok(());
         while let Some(t) = tags {
@@ -143,14 +143,9 @@ impl OpenTsdbParser {
             let ts = opentsdb_millis(ts, now_ms, opts.trim_timestamp_ms, 1000);
             sink.series(&labels, &[Sample::new(ts, value)]);
         }
-        self.labels = recycle(labels);
+        self.labels = crate::model::recycle_labels(labels);
         result
     }
-}
-
-fn recycle<'b>(mut v: Vec<Label<'_>>) -> Vec<Label<'b>> {
-    v.clear();
-    v.into_iter().map(|_| Label::new(b"", b"")).collect()
 }
 
 #[cfg(test)]

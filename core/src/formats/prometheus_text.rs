@@ -146,14 +146,6 @@ pub struct PromTextLines {
     pending_meta: Option<PendingMeta>,
 }
 
-/// Reuse a label vector's allocation across lifetimes (it must be empty).
-fn recycle<'b>(mut v: Vec<Label<'_>>) -> Vec<Label<'b>> {
-    v.clear();
-    v.into_iter()
-        .map(|_| unreachable!("the vector is empty"))
-        .collect()
-}
-
 fn is_ws(c: u8) -> bool {
     c == b' ' || c == b'\t'
 }
@@ -278,7 +270,7 @@ impl PromTextLines {
         self.parts.clear();
         match self.sample_line(line) {
             Ok((name, value, ts)) => {
-                let mut labels = recycle(std::mem::take(&mut self.labels));
+                let mut labels = crate::model::recycle_labels(std::mem::take(&mut self.labels));
                 let scratch = &self.scratch;
                 labels.push(Label::metric_name(name.get(line, scratch)));
                 for (n, v) in &self.parts {
@@ -286,7 +278,7 @@ impl PromTextLines {
                 }
                 let ts = if ts == 0 { self.default_ts } else { ts };
                 sink.series(&labels, &[Sample::from_bits(ts, value.to_bits())]);
-                self.labels = recycle(labels);
+                self.labels = crate::model::recycle_labels(labels);
             }
             Err(reason) => sink.invalid(line_no, reason),
         }
