@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use shardgate_core::formats::csv::CsvLines;
+use shardgate_core::formats::datadog::DatadogOptions;
 use shardgate_core::formats::graphite::{GraphiteOptions, GraphiteParser};
 use shardgate_core::formats::influx::{InfluxOptions, InfluxParser, Precision};
 use shardgate_core::formats::json_lines::JsonLines;
@@ -78,6 +79,11 @@ pub struct FormatConfig {
     pub csv_trim_ms: i64,
     pub otlp: OtlpOptions,
     pub otlp_max_request_size: usize,
+    /// `-datadog.sanitizeMetricName` and `-datadog.maxInsertRequestSize`.
+    pub datadog: DatadogOptions,
+    pub newrelic_max_request_size: usize,
+    pub zabbix: shardgate_core::formats::zabbix::ZabbixOptions,
+    pub zabbix_max_line_len: usize,
 }
 
 fn millis(d: Duration) -> i64 {
@@ -126,6 +132,23 @@ impl FormatConfig {
             csv_trim_ms: millis(f.duration("csvTrimTimestamp")),
             otlp,
             otlp_max_request_size: f.bytes("opentelemetry.maxRequestSize") as usize,
+            datadog: DatadogOptions {
+                sanitize_metric_name: f.bool("datadog.sanitizeMetricName"),
+                max_request_size: f.bytes("datadog.maxInsertRequestSize") as usize,
+            },
+            newrelic_max_request_size: f.bytes("newrelic.maxInsertRequestSize") as usize,
+            zabbix: shardgate_core::formats::zabbix::ZabbixOptions {
+                add_groups_value: f.str("zabbixconnector.addGroupsValue").as_bytes().to_vec(),
+                add_empty_tags_value: f
+                    .str("zabbixconnector.addEmptyTagsValue")
+                    .as_bytes()
+                    .to_vec(),
+                add_duplicate_tags_separator: f
+                    .str("zabbixconnector.addDuplicateTagsSeparator")
+                    .as_bytes()
+                    .to_vec(),
+            },
+            zabbix_max_line_len: f.bytes("zabbixconnector.maxLineLen") as usize,
         })
     }
 

@@ -60,8 +60,12 @@ pub mod prometheus_text;
 pub mod remote_write;
 
 pub mod clusternative;
+pub mod datadog;
 pub mod graphite;
 pub mod influx;
+pub mod native;
+pub mod newrelic;
 pub mod opentelemetry;
 pub mod opentsdb;
 pub mod opentsdb_http;
+pub mod zabbix;

@@ -22,12 +22,16 @@ use shardgate_core::formats::body::{
     MAX_SNAPPY_STREAM_DECOMPRESSED, OUT_PIECE,
 };
 use shardgate_core::formats::csv::{CsvFormat, CsvLines};
+use shardgate_core::formats::datadog;
 use shardgate_core::formats::influx::{InfluxParser, Precision};
 use shardgate_core::formats::json_lines::JsonLines;
 use shardgate_core::formats::lines::{LineTooLong, DEFAULT_MAX_LINE_LEN};
+use shardgate_core::formats::native::NativeParser;
+use shardgate_core::formats::newrelic;
 use shardgate_core::formats::opentelemetry::{self, BodyKind};
 use shardgate_core::formats::prometheus_text::{self, PromTextLines};
 use shardgate_core::formats::remote_write;
+use shardgate_core::formats::zabbix::ZabbixLines;
 use shardgate_core::ingest::{self, Ingest, IngestScratch, Protocol, RequestConfig};
 
 use super::limiter::{Limiter, SlotTimeout, Turn};
@@ -60,6 +64,17 @@ pub enum Kind {
     InfluxQuery,
     InfluxHealth,
     OpenTelemetry,
+    Native,
+    NewRelic,
+    /// `newrelic` (agent connectivity check): 202, body ignored.
+    NewRelicStub,
+    /// `newrelic/inventory/deltas`: 202 with a fixed payload, body ignored.
+    NewRelicInventory,
+    Zabbix,
+    /// DataDog series or sketches: read whole, 202 on success.
+    Datadog(datadog::Endpoint),
+    /// DataDog endpoints that answer without reading the body.
+    DatadogStub(datadog::Stub),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -79,6 +94,7 @@ impl Format {
             Kind::RemoteWrite => Protocol::RemoteWrite,
             Kind::InfluxWrite => Protocol::Influx,
             Kind::OpenTelemetry => Protocol::OpenTelemetry,
+            Kind::Zabbix => Protocol::Zabbix,
             _ => Protocol::Standard,
         }
     }
@@ -156,7 +172,57 @@ pub fn format_for(suffix: &str) -> Option<Format> {
             "opentelemetry",
             Kind::OpenTelemetry,
         ),
+        "prometheus/api/v1/import/native" => fmt(
+            "native",
+            "/insert/{}/prometheus/api/v1/import/native",
+            "nativeimport",
+            Kind::Native,
+        ),
+        "newrelic/infra/v2/metrics/events/bulk" => fmt(
+            "newrelic",
+            "/insert/{}/newrelic/infra/v2/metrics/events/bulk",
+            "newrelic",
+            Kind::NewRelic,
+        ),
+        "newrelic" => fmt(
+            "newrelic",
+            "/insert/{}/newrelic",
+            "newrelic",
+            Kind::NewRelicStub,
+        ),
+        "newrelic/inventory/deltas" => fmt(
+            "newrelic",
+            "/insert/{}/newrelic/inventory/deltas",
+            "newrelic",
+            Kind::NewRelicInventory,
+        ),
+        "zabbixconnector/api/v1/history" => fmt(
+            "zabbixconnector",
+            "/insert/{}/zabbixconnector/api/v1/history",
+            "zabbixconnector",
+            Kind::Zabbix,
+        ),
+        s if s.starts_with("datadog/") => return datadog_format(s),
         _ => return None,
+    })
+}
+
+/// The DataDog routes; one trailing `/` is allowed.
+fn datadog_format(suffix: &str) -> Option<Format> {
+    use datadog::{Endpoint, Route, Stub};
+    let route = datadog::route(suffix)?;
+    let path = match route {
+        Route::Ingest(Endpoint::SeriesV1) => "/insert/{}/datadog/api/v1/series",
+        Route::Ingest(Endpoint::SeriesV2) => "/insert/{}/datadog/api/v2/series",
+        Route::Ingest(Endpoint::Sketches) => "/insert/{}/datadog/api/beta/sketches",
+        Route::Stub(Stub::Validate) => "/insert/{}/datadog/api/v1/validate",
+        Route::Stub(Stub::CheckRun) => "/insert/{}/datadog/api/v1/check_run",
+        Route::Stub(Stub::Intake) => "/insert/{}/datadog/intake",
+        Route::Stub(Stub::Metadata) => "/insert/{}/datadog/api/v1/metadata",
+    };
+    Some(match route {
+        Route::Ingest(e) => fmt(e.rows_type(), path, "datadog", Kind::Datadog(e)),
+        Route::Stub(s) => fmt("datadog", path, "datadog", Kind::DatadogStub(s)),
     })
 }
 
@@ -343,6 +409,40 @@ pub async fn stream_lines<H: LineHandler>(
     lines.finish(sink).map_err(StreamError::Line)
 }
 
+/// Native import: the decoded body goes to the record decoder as it arrives, and the batch is
+/// pushed part-way like for line formats. Records completed before an error stay in the batch.
+async fn stream_native(
+    shared: &IngestShared,
+    body: &mut Incoming,
+    read_timeout: Duration,
+    turn: &mut Turn,
+    enc: ContentEncoding,
+    sink: &mut Ingest<'_>,
+) -> Result<(), StreamError> {
+    let mut parser = NativeParser::new();
+    let step = decode_step(enc);
+    let mut dec = BodyDecoder::stream(enc);
+    let native_err = |e: shardgate_core::formats::native::NativeError| StreamError::Read(e.0);
+    while let Some(chunk) = read_chunk(body, read_timeout, turn).await? {
+        for part in chunk.chunks(step) {
+            dec.feed::<StreamError>(part, &mut |piece: &[u8]| {
+                parser.feed(piece, sink).map_err(native_err)
+            })?;
+            if shared.over_threshold(sink.batch()) {
+                shared.push(sink.batch()).await.map_err(StreamError::Push)?;
+            }
+        }
+    }
+    dec.finish::<StreamError>(&mut |piece: &[u8]| parser.feed(piece, sink).map_err(native_err))?;
+    parser.finish(sink).map_err(native_err)
+}
+
+impl crate::pipeline::LineHandler for ZabbixLines {
+    fn line(&mut self, n: u64, l: &[u8], sink: &mut Ingest<'_>) {
+        ZabbixLines::line(self, n, l, sink)
+    }
+}
+
 const INFLUX_DOCS: &str =
     "; see https://docs.victoriametrics.com/victoriametrics/integrations/influxdb/";
 
@@ -471,7 +571,13 @@ impl App {
                 self.metrics
                     .inc(&format!("vm_http_request_errors_total{labels}"));
                 crate::warn!("remoteAddr: {peer}; requestURI: {full_path}; {msg}");
-                server::error_text(status, &msg)
+                if format.kind == Kind::Zabbix {
+                    // Zabbix answers every error with 400 and a JSON body.
+                    let body = serde_json::json!({ "error": msg }).to_string();
+                    server::with_type(StatusCode::BAD_REQUEST, "application/json", body)
+                } else {
+                    server::error_text(status, &msg)
+                }
             }
         };
         if format.is_influx() {
@@ -545,11 +651,32 @@ impl App {
                     self.influx_query_body(),
                 ))
             }
+            Kind::NewRelicStub => {
+                return Ok(server::with_type(
+                    StatusCode::ACCEPTED,
+                    "application/json",
+                    newrelic::OK_BODY,
+                ))
+            }
+            Kind::NewRelicInventory => {
+                return Ok(server::with_type(
+                    StatusCode::ACCEPTED,
+                    "application/json",
+                    newrelic::INVENTORY_DELTAS_BODY,
+                ))
+            }
             Kind::InfluxHealth => {
                 return Ok(server::with_type(
                     StatusCode::OK,
                     "application/json",
                     "{\"name\":\"influxdb\", \"message\":\"ready for queries and writes\", \"status\":\"pass\", \"checks\":[]}",
+                ))
+            }
+            Kind::DatadogStub(stub) => {
+                return Ok(server::with_type(
+                    StatusCode::from_u16(stub.status()).unwrap_or(StatusCode::OK),
+                    "application/json",
+                    stub.reply(),
                 ))
             }
             _ => {}
@@ -595,6 +722,7 @@ impl App {
                 let prefix = match format.kind {
                     Kind::PromText => "cannot decode Prometheus text exposition data: ",
                     Kind::InfluxWrite => influx_prefix,
+                    Kind::Datadog(_) => "cannot decode DataDog protocol data: ",
                     _ => "",
                 };
                 with_influx_docs(Fail::bad(format!("{prefix}{e}")))
@@ -619,7 +747,7 @@ impl App {
         // whole-body ones take it once the first body bytes are in.
         let mut turn = Turn::new(&self.limiter, self.cfg.max_queue_duration);
         let whole_body = match format.kind {
-            Kind::RemoteWrite | Kind::OpenTelemetry => true,
+            Kind::RemoteWrite | Kind::OpenTelemetry | Kind::NewRelic | Kind::Datadog(_) => true,
             Kind::InfluxWrite => !self.influx_stream_mode(&req.headers),
             _ => false,
         };
@@ -741,7 +869,53 @@ impl App {
                     .map_err(|e| Fail::bad(e.to_string())),
                 }
             }
-            Kind::InfluxQuery | Kind::InfluxHealth => Ok(()),
+            Kind::Native => stream_native(shared, body, timeout, &mut turn, enc, &mut sink)
+                .await
+                .map_err(|e| e.into_fail("")),
+            Kind::NewRelic => {
+                let max = shared.formats.newrelic_max_request_size;
+                match read_whole_body(body, max, timeout, &mut turn).await {
+                    Err(e) => Err(e.into_fail("cannot decode NewRelic data: ")),
+                    Ok(raw) => match decode_whole(&raw, enc, max) {
+                        Err(e) => Err(Fail::bad(format!("cannot decode NewRelic data: {e}"))),
+                        Ok(data) => {
+                            drop(raw);
+                            newrelic::parse_body(&data, now_ms(), &mut sink)
+                                .map_err(|e| Fail::bad(e.to_string()))
+                        }
+                    },
+                }
+            }
+            Kind::Zabbix => {
+                let mut lines = Lines::new(
+                    shared.formats.zabbix_max_line_len,
+                    ZabbixLines::new(shared.formats.zabbix.clone()),
+                );
+                stream_lines(shared, body, timeout, &mut turn, enc, &mut lines, &mut sink)
+                    .await
+                    .map_err(|e| e.into_fail("cannot parse Zabbix connector data: "))
+            }
+            Kind::Datadog(endpoint) => {
+                let opts = &shared.formats.datadog;
+                match read_whole_body(body, opts.max_request_size, timeout, &mut turn).await {
+                    Err(e) => Err(e.into_fail("cannot decode DataDog protocol data: ")),
+                    Ok(raw) => datadog::parse_request(
+                        endpoint,
+                        &raw,
+                        encoding_header.as_deref(),
+                        header("content-type").as_deref(),
+                        now_ms().div_euclid(1000),
+                        opts,
+                        &mut sink,
+                    )
+                    .map_err(|e| Fail::bad(e.to_string())),
+                }
+            }
+            Kind::InfluxQuery
+            | Kind::InfluxHealth
+            | Kind::NewRelicStub
+            | Kind::NewRelicInventory
+            | Kind::DatadogStub(_) => Ok(()),
         };
         let stats = sink.finish();
         shared.account(format.rows_type, &stats);
@@ -775,6 +949,22 @@ impl App {
                     }
                 }
                 StatusCode::OK
+            }
+            Kind::NewRelic => {
+                return Ok(server::with_type(
+                    StatusCode::ACCEPTED,
+                    "application/json",
+                    newrelic::OK_BODY,
+                ))
+            }
+            Kind::Zabbix => StatusCode::OK,
+            Kind::Datadog(endpoint) => {
+                let reply = endpoint.reply();
+                return Ok(if reply.is_empty() {
+                    server::empty(StatusCode::ACCEPTED)
+                } else {
+                    server::with_type(StatusCode::ACCEPTED, "application/json", reply)
+                });
             }
             _ => StatusCode::NO_CONTENT,
         };
