@@ -278,8 +278,14 @@ pub fn send_tcp(addr: &str, payload: &[u8]) -> Result<(), String> {
     };
     s.write_all(payload)
         .map_err(|e| format!("write to {addr}: {e}"))?;
-    s.shutdown(std::net::Shutdown::Write)
-        .map_err(|e| format!("shutdown {addr}: {e}"))?;
+    // A server that stops at a bad line may have closed (and reset) the connection already;
+    // everything was written, so that is not a failure to send.
+    match s.shutdown(std::net::Shutdown::Write) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotConnected => {
+            return Err(format!("shutdown {addr}: {e}"))
+        }
+        _ => {}
+    }
     // Wait for the server to close its side, so the data was read before we move on.
     s.set_read_timeout(Some(Duration::from_secs(2)))
         .map_err(|e| e.to_string())?;
