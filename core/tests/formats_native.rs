@@ -4,6 +4,8 @@
 //! decoder (arbitrary bytes never panic, encoded blocks decode to the same samples whatever the
 //! chunking).
 
+mod support;
+
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -18,7 +20,7 @@ use shardgate_core::ingest::{
 use shardgate_core::limits::Limits;
 use shardgate_core::model::{Label, Sample};
 use shardgate_core::relabel::RelabelConfig;
-use shardgate_core::route::{Batch, Placement, PlacementKind};
+use shardgate_core::route::Batch;
 use shardgate_core::wire::row::decode_block;
 
 const VECTORS: &str = concat!(
@@ -46,23 +48,6 @@ const FILES: &[&str] = &[
 type Row = (usize, String, Option<i64>, String);
 
 const NOW_MS: i64 = 1_795_549_429_321;
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
-}
 
 struct Flags {
     limits: Limits,
@@ -124,25 +109,11 @@ fn run(name: &str) -> (Vec<Row>, Vec<Row>) {
     let path = format!("{VECTORS}{name}.json");
     let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let f = flags(&v);
-    let flag_nodes: Vec<String> = v["storage_node_flag"]
-        .as_str()
-        .unwrap()
-        .split(',')
-        .map(String::from)
-        .collect();
-    let addrs: Vec<&str> = v["storage_nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let rf = v["replication_factor"].as_u64().unwrap() as usize;
-    let placement = Placement::new(&flag_nodes, PlacementKind::Rendezvous, 0);
-    let to_vector_node: Vec<usize> = placement
-        .nodes()
-        .iter()
-        .map(|n| addrs.iter().position(|a| a == n).unwrap())
-        .collect();
+    let support::VectorCluster {
+        placement,
+        to_vector_node,
+        replication_factor: rf,
+    } = support::vector_cluster(&v);
     let config = IngestConfig {
         limits: f.limits,
         sort_labels: false,
@@ -173,7 +144,7 @@ fn run(name: &str) -> (Vec<Row>, Vec<Row>) {
         let args: Vec<String> = query
             .split('&')
             .filter_map(|kv| kv.strip_prefix("extra_label="))
-            .map(percent_decode)
+            .map(support::percent_decode)
             .collect();
         let extra = extra_labels(path, args.iter().map(String::as_str)).unwrap();
         let body = match send.get("body_hex") {

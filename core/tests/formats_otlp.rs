@@ -2,6 +2,8 @@
 //! (rows per storage node must be exactly what the real vminsert sent), plus properties of the
 //! protobuf decoder (arbitrary bytes never panic, encoded gauges decode to the same rows).
 
+mod support;
+
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -14,7 +16,7 @@ use shardgate_core::ingest::{
 use shardgate_core::limits::Limits;
 use shardgate_core::model::{Label, OwnedLabel, Sample, STALE_NAN_BITS};
 use shardgate_core::relabel::RelabelConfig;
-use shardgate_core::route::{Batch, Placement, PlacementKind};
+use shardgate_core::route::Batch;
 use shardgate_core::wire::row::decode_block;
 
 const VECTORS: &str = concat!(
@@ -61,46 +63,15 @@ fn options(v: &Value) -> OtlpOptions {
     OtlpOptions::from_flags(naming, convert, underscore, all, &promote, &ignore, scope).unwrap()
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
-}
-
 fn run(name: &str) -> (Vec<Row>, Vec<Row>) {
     let path = format!("{VECTORS}{name}.json");
     let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let opts = options(&v);
-    let flag_nodes: Vec<String> = v["storage_node_flag"]
-        .as_str()
-        .unwrap()
-        .split(',')
-        .map(String::from)
-        .collect();
-    let addrs: Vec<&str> = v["storage_nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let rf = v["replication_factor"].as_u64().unwrap() as usize;
-    let placement = Placement::new(&flag_nodes, PlacementKind::Rendezvous, 0);
-    let to_vector_node: Vec<usize> = placement
-        .nodes()
-        .iter()
-        .map(|n| addrs.iter().position(|a| a == n).unwrap())
-        .collect();
+    let support::VectorCluster {
+        placement,
+        to_vector_node,
+        replication_factor: rf,
+    } = support::vector_cluster(&v);
     let config = IngestConfig {
         limits: Limits::default(),
         sort_labels: false,
@@ -126,7 +97,7 @@ fn run(name: &str) -> (Vec<Row>, Vec<Row>) {
         let args: Vec<String> = query
             .split('&')
             .filter_map(|kv| kv.strip_prefix("extra_label="))
-            .map(percent_decode)
+            .map(support::percent_decode)
             .collect();
         let extra = extra_labels(path, args.iter().map(String::as_str)).unwrap();
         let header = |h: &str| send["headers"].get(h).and_then(Value::as_str);

@@ -8,6 +8,8 @@
 //! partial: then our rows must be a sub-multiset of the recorded ones, and at least one row of
 //! ours must be checked.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use shardgate_core::ingest::{
 };
 use shardgate_core::limits::Limits;
 use shardgate_core::relabel::RelabelConfig;
-use shardgate_core::route::{Batch, Placement, PlacementKind};
+use shardgate_core::route::Batch;
 use shardgate_core::wire::row::decode_block;
 
 /// The "current time" the harness passes to parsers; rows carrying it are the vector's
@@ -189,25 +191,11 @@ struct Outcome {
 fn run_vector(name: &str) -> (Outcome, Vec<Row>) {
     let v: Value = serde_json::from_slice(&std::fs::read(vector_path(name)).unwrap()).unwrap();
     let flags = parse_flags(&v);
-    let flag_nodes: Vec<String> = v["storage_node_flag"]
-        .as_str()
-        .unwrap()
-        .split(',')
-        .map(String::from)
-        .collect();
-    let addrs: Vec<&str> = v["storage_nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
-    let rf = v["replication_factor"].as_u64().unwrap() as usize;
-    let placement = Placement::new(&flag_nodes, PlacementKind::Rendezvous, 0);
-    let to_vector_node: Vec<usize> = placement
-        .nodes()
-        .iter()
-        .map(|n| addrs.iter().position(|a| a == n).unwrap())
-        .collect();
+    let support::VectorCluster {
+        placement,
+        to_vector_node,
+        replication_factor: rf,
+    } = support::vector_cluster(&v);
 
     let mut batch = Batch::new(placement.len());
     let mut scratch = IngestScratch::default();
