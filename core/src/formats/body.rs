@@ -74,6 +74,21 @@ impl BodyError {
     pub fn http_status(&self) -> u16 {
         400
     }
+
+    /// The text vminsert gives for a body it decompressed whole: a zstd failure names the
+    /// compressed length and the size cap, as its block decoder does.
+    pub fn whole_body_text(&self, raw_len: usize, max_size: usize) -> String {
+        match self {
+            BodyError::Corrupt {
+                encoding: ContentEncoding::Zstd,
+                detail,
+            } => format!(
+                "cannot decompress zstd block with len={raw_len} and maxDataSizeBytes={max_size}: \
+                 {detail}"
+            ),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl std::fmt::Display for BodyError {

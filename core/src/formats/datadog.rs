@@ -176,19 +176,18 @@ impl std::fmt::Display for DatadogError {
         f.write_str("cannot decode DataDog protocol data: ")?;
         match self {
             DatadogError::Body {
-                error: BodyError::Corrupt { encoding, detail },
-                raw_len,
-                max_size,
-            } if *encoding == ContentEncoding::Zstd => write!(
-                f,
-                "cannot decompress data: cannot decompress zstd block with len={raw_len} and \
-                 maxDataSizeBytes={max_size}: {detail}"
-            ),
-            DatadogError::Body {
                 error: e @ BodyError::UnsupportedEncoding(_),
                 ..
             } => write!(f, "{e}"),
-            DatadogError::Body { error, .. } => write!(f, "cannot decompress data: {error}"),
+            DatadogError::Body {
+                error,
+                raw_len,
+                max_size,
+            } => write!(
+                f,
+                "cannot decompress data: {}",
+                error.whole_body_text(*raw_len, *max_size)
+            ),
             DatadogError::Decode { what, size, reason } => write!(
                 f,
                 "cannot unmarshal DataDog {what} request with size {size} bytes: {reason}"

@@ -838,7 +838,8 @@ impl App {
                         Err(e) => Err(with_influx_docs(e.into_fail(influx_prefix))),
                         Ok(raw) => match decode_whole(&raw, enc, max) {
                             Err(e) => Err(with_influx_docs(Fail::bad(format!(
-                                "{influx_prefix}cannot decompress data: {e}"
+                                "{influx_prefix}cannot decompress data: {}",
+                                e.whole_body_text(raw.len(), max)
                             )))),
                             Ok(data) => {
                                 drop(raw);
