@@ -19,7 +19,6 @@ use shardgate_core::limits::Limits;
 use shardgate_core::model::{Label, Sample};
 use shardgate_core::relabel::RelabelConfig;
 use shardgate_core::route::Batch;
-use shardgate_core::wire::row::decode_block;
 
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -44,7 +43,7 @@ const FILES: &[&str] = &[
 const BODY_KEPT: usize = 300;
 
 /// (node, raw metric name hex, timestamp, value bits hex)
-type Row = (usize, String, i64, String);
+type Row = support::PlacedRow;
 
 fn options(v: &Value) -> DatadogOptions {
     let mut opts = DatadogOptions::default();
@@ -63,11 +62,8 @@ fn run(name: &str) -> (Vec<Row>, Vec<Row>) {
     let path = format!("{VECTORS}{name}.json");
     let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let opts = options(&v);
-    let support::VectorCluster {
-        placement,
-        to_vector_node,
-        replication_factor: rf,
-    } = support::vector_cluster(&v);
+    let cluster = support::vector_cluster(&v);
+    let placement = &cluster.placement;
     // The recording's clock, where a row took it; any value elsewhere.
     let now_s = v["expected_rows"]
         .as_array()
@@ -107,7 +103,7 @@ fn run(name: &str) -> (Vec<Row>, Vec<Row>) {
         };
         let req = RequestConfig::new(tenant, Protocol::Standard).with_extra_labels(extra);
         let rows_before = batch.rows();
-        let mut ingest = Ingest::new(&config, req, &placement, &mut batch, &mut scratch);
+        let mut ingest = Ingest::new(&config, req, placement, &mut batch, &mut scratch);
         let result = datadog::parse_request(
             endpoint,
             &body,
@@ -139,36 +135,10 @@ fn run(name: &str) -> (Vec<Row>, Vec<Row>) {
             }
         }
     }
-    let mut ours = Vec::new();
-    for (node, node_rows) in batch.nodes().iter().enumerate() {
-        for row in decode_block(&node_rows.bytes) {
-            let row = row.unwrap();
-            for replica in placement.replicas(node, rf) {
-                ours.push((
-                    to_vector_node[replica],
-                    hex::encode(row.metric_name),
-                    row.sample.timestamp_ms,
-                    format!("{:016x}", row.sample.value_bits),
-                ));
-            }
-        }
-    }
-    ours.sort();
-    let mut expected: Vec<Row> = v["expected_rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["node"].as_u64().unwrap() as usize,
-                r["name_hex"].as_str().unwrap().to_string(),
-                r["ts"].as_i64().unwrap(),
-                r["value_bits"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    expected.sort();
-    (ours, expected)
+    (
+        cluster.placed_rows(&batch),
+        support::expected_placed_rows(&v),
+    )
 }
 
 #[test]

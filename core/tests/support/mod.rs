@@ -5,7 +5,8 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use shardgate_core::route::{Placement, PlacementKind};
+use shardgate_core::route::{Batch, Placement, PlacementKind};
+use shardgate_core::wire::row::decode_block;
 
 /// The storage nodes of a vector as the core places onto them.
 pub struct VectorCluster {
@@ -40,6 +41,50 @@ pub fn vector_cluster(v: &Value) -> VectorCluster {
         to_vector_node,
         replication_factor: v["replication_factor"].as_u64().unwrap() as usize,
     }
+}
+
+/// A row as the vectors record it: node number, raw metric name (hex), timestamp, value bits (hex).
+pub type PlacedRow = (usize, String, i64, String);
+
+impl VectorCluster {
+    /// Every row of `batch` on its home node and its replicas, sorted, numbered as in the vector.
+    pub fn placed_rows(&self, batch: &Batch) -> Vec<PlacedRow> {
+        let mut out = Vec::new();
+        for (node, node_rows) in batch.nodes().iter().enumerate() {
+            for row in decode_block(&node_rows.bytes) {
+                let row = row.unwrap();
+                for replica in self.placement.replicas(node, self.replication_factor) {
+                    out.push((
+                        self.to_vector_node[replica],
+                        hex::encode(row.metric_name),
+                        row.sample.timestamp_ms,
+                        format!("{:016x}", row.sample.value_bits),
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+/// The vector's `expected_rows`, sorted.
+pub fn expected_placed_rows(v: &Value) -> Vec<PlacedRow> {
+    let mut rows: Vec<PlacedRow> = v["expected_rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["node"].as_u64().unwrap() as usize,
+                r["name_hex"].as_str().unwrap().to_string(),
+                r["ts"].as_i64().unwrap(),
+                r["value_bits"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
 }
 
 /// `%XX` escapes decoded; everything else kept.
